@@ -1,0 +1,150 @@
+"""Options of ``edgesc train`` / ``edgesc eval`` and the parsers for their string forms.
+
+Every malformed value raises :class:`OptionError` (an :class:`~edgesc.errors.EdgescError`) with a one-line
+message naming the option and the value, so the CLI prints ``error: …`` and exits with code 2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgesc.errors import EdgescError
+
+CHANNELS = ("awgn", "rayleigh", "rayleigh-nocsi")
+STAGES = ("full", "width", "depth", "joint")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class OptionError(EdgescError):
+    """A command-line option of train/eval has a malformed or out-of-range value."""
+
+
+def _float(text: str, option: str, whole: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"{option} {whole!r}: {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise OptionError(f"{option} {whole!r}: {text.strip()!r} is not finite")
+    return value
+
+
+def parse_snr_range(text: str | float | tuple[float, float], option: str = "--snr-db") -> tuple[float, float]:
+    """``"LO:HI"`` (or a single ``"X"`` meaning X:X) → (lo, hi) with lo <= hi, in dB."""
+    if isinstance(text, tuple):
+        lo, hi = float(text[0]), float(text[1])
+    elif isinstance(text, (int, float)):
+        lo = hi = float(text)
+    else:
+        s = str(text).strip()
+        parts = s.split(":")
+        if len(parts) == 1:
+            lo = hi = _float(parts[0], option, s)
+        elif len(parts) == 2:
+            lo, hi = _float(parts[0], option, s), _float(parts[1], option, s)
+        else:
+            raise OptionError(f"{option} {s!r}: expected LO:HI in dB, e.g. 0:20")
+    if lo > hi:
+        raise OptionError(f"{option} {text!r}: low end {lo:g} is above high end {hi:g}")
+    return lo, hi
+
+
+def parse_float_list(text: str, option: str) -> list[float]:
+    """``"1,4,7"`` → [1.0, 4.0, 7.0] (non-empty)."""
+    s = str(text).strip()
+    items = [t for t in s.split(",") if t.strip()]
+    if not items:
+        raise OptionError(f"{option} {text!r}: expected a comma-separated list of numbers")
+    return [_float(t, option, s) for t in items]
+
+
+def parse_baseline(text: str | None) -> tuple[str, float] | None:
+    """``ee:D`` (fixed early exit at depth D, no halting) or ``sp:R`` (static pruning ratio R in [0, 1))."""
+    if text is None or str(text).strip() == "":
+        return None
+    s = str(text).strip()
+    kind, _, arg = s.partition(":")
+    kind = kind.lower()
+    if kind not in ("ee", "sp") or not arg:
+        raise OptionError(f"--baseline {s!r}: expected ee:DEPTH or sp:PRUNE_RATIO")
+    value = _float(arg, "--baseline", s)
+    if kind == "ee":
+        if value != int(value) or value < 1:
+            raise OptionError(f"--baseline {s!r}: the early-exit depth must be an integer >= 1")
+    elif not (0.0 <= value < 1.0):
+        raise OptionError(f"--baseline {s!r}: the static pruning ratio must be in [0, 1)")
+    return kind, value
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise OptionError(f"{option} {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+@dataclass
+class TrainOptions:
+    """Everything one ``edgesc train`` run needs. ``None`` fields fall back to the preset's ``[train]`` table."""
+
+    model: str
+    out: Path
+    data: str | None = None
+    channel: str | None = None
+    snr_db: tuple[float, float] | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    stage: str | None = None
+    erasure: float | None = None
+    resume: bool = False
+    seed: int = 0
+    init: Path | None = None
+    device: str = "auto"
+    log_every: int = 10
+    ckpt_every: int = 500
+    eval_batches: int = 4
+    progress: bool = True
+    num_workers: int = 0
+    stop_at: int | None = None  # stop this invocation after global step N (checkpoint; continue with --resume)
+    depth_train: str = "backbone"  # depth stage: "backbone" (+ controller) or "controller" only
+    # joint stage (Alg. 2): width grid, depth grid, steps of each depth fine-tune
+    grid_rho: list[float] = field(default_factory=lambda: [0.2, 0.4])
+    grid_T: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    depth_steps: int | None = None
+    # control-sampling schedule (see docs/training.md)
+    p_depth_cap: float = 0.25
+    p_width_scale: float = 0.25
+    width_scale_min: float = 0.25
+    budget_min: float | None = None
+
+    def validate(self) -> None:
+        if self.channel is not None:
+            check_choice(self.channel, CHANNELS, "--channel")
+        if self.stage is not None:
+            check_choice(self.stage, STAGES, "--stage")
+        check_choice(self.device, DEVICES, "--device")
+        for name in ("steps", "batch_size", "warmup_steps", "depth_steps"):
+            v = getattr(self, name)
+            if v is not None and (v < (0 if name == "warmup_steps" else 1)):
+                raise OptionError(f"--{name.replace('_', '-')} {v}: must be a positive integer")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise OptionError(f"--lr {self.lr}: must be a positive number")
+        if self.erasure is not None and not (0.0 <= self.erasure < 1.0):
+            raise OptionError(f"--erasure {self.erasure}: must be in [0, 1)")
+        if self.log_every < 1 or self.ckpt_every < 1:
+            raise OptionError("--log-every and --ckpt-every must be >= 1")
+        for v in self.grid_rho:
+            if not (0.0 <= v < 1.0):
+                raise OptionError(f"--grid-rho {v:g}: target pruning ratios must be in [0, 1)")
+        for v in self.grid_T:
+            if not (0.0 < v <= 1.0):
+                raise OptionError(f"--grid-T {v:g}: stopping thresholds must be in (0, 1]")
+        if self.depth_train not in ("backbone", "controller"):
+            raise OptionError(f"--depth-train {self.depth_train!r}: must be backbone or controller")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise OptionError(f"--stop-at {self.stop_at}: must be >= 1")
+        if self.init is not None and not Path(self.init).exists():
+            raise OptionError(f"--init {self.init}: file not found")
