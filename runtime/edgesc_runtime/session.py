@@ -1,0 +1,339 @@
+"""Encoder (device) and decoder (server) sessions over exported graphs (docs/contract.md, "Encoder graph",
+"Decoder graph", "Controls").
+
+``Encoder(dir).encode(images, budget=..., depth=..., width=..., snr_db=..., ratio=...)`` validates the images
+and controls, runs the graph, checks that the outputs follow the contract and adds the executed FLOPs per image
+(:mod:`edgesc_runtime.flops`). ``Decoder(dir).decode(symbols, token_index, ...)`` does the same on the server
+side; it also takes ragged per-image lists (after an erasure channel dropped different tokens per image) and
+runs them in groups of equal K.
+
+Controls: a control the graph takes is validated against its manifest spec (default when None). A control the
+graph does not take is either frozen (manifest ``frozen``: passing a different value raises ControlError) or
+absent from the model; absent controls have the implicit values budget = 1, depth = L, width = 1, ratio = 0
+and passing any other value raises ControlError. ``snr_db`` has no implicit value: a graph without an SNR input
+accepts and ignores it (the SNR belongs to the link, not to the model).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import BackendUnavailable, ControlError, InputError, ModelMismatchError
+from .flops import FlopModel
+from .manifest import (CONTROL_DTYPES, GRAPH_DATA_INPUTS, ROLE_CONTROLS, Manifest, check_graph_metadata,
+                       coerce_control, load_manifest)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+_OUTPUTS = {"encoder": ("symbols", "token_index", "layer_tokens", "width_units"),
+            "decoder": ("layer_tokens", "width_units")}
+
+
+@dataclass
+class EncodeResult:
+    """Encoder outputs for a batch (contract "Encoder graph") plus executed FLOPs per image.
+
+    symbols float32 [B, K, S, 2]; token_index int64 [B, K]; layer_tokens int64 [B, L_enc];
+    width_units int64 [L_enc, 2]; flops int64 [B]; controls: the effective control values (frozen included).
+    """
+
+    symbols: np.ndarray
+    token_index: np.ndarray
+    layer_tokens: np.ndarray
+    width_units: np.ndarray
+    flops: np.ndarray
+    controls: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        """K, tokens transmitted per image."""
+        return int(self.symbols.shape[1])
+
+    @property
+    def symbols_per_token(self) -> int:
+        """S, complex symbols per token."""
+        return int(self.symbols.shape[2])
+
+    @property
+    def symbols_per_image(self) -> int:
+        """K * S complex channel uses per image."""
+        return self.tokens * self.symbols_per_token
+
+
+@dataclass
+class DecodeResult:
+    """Decoder outputs: output float32 [B, C, H, W] (image) or [B, classes] (logits); layer_tokens int64
+    [B, L_dec]; width_units int64 [L_dec, 2]; flops int64 [B]; controls: the effective control values."""
+
+    output: np.ndarray
+    layer_tokens: np.ndarray
+    width_units: np.ndarray
+    flops: np.ndarray
+    controls: dict[str, Any] = field(default_factory=dict)
+
+
+def tensorrt_available() -> bool:
+    """True when the tensorrt module and a CUDA binding import and a GPU is visible."""
+    try:
+        from .backends import tensorrt as trt_backend
+
+        return trt_backend.available()
+    except BackendUnavailable:
+        return False
+
+
+def make_backend(manifest: Manifest, role: str, backend: str = "auto", threads: int | None = None,
+                 spinning: bool = False, providers: Sequence[str] | None = None):
+    """Create the execution backend for ``role`` ("auto": TensorRT when an engine is recorded and usable here,
+    else ONNX Runtime; an unusable engine in "auto" mode gives a warning and falls back)."""
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend in ("auto", "tensorrt"):
+        engine = manifest.engines.get(role)
+        if engine is None:
+            if backend == "tensorrt":
+                raise BackendUnavailable(f"manifest in {manifest.directory} records no TensorRT {role} engine "
+                                         f"(run `edgesc compile` on the target)")
+        else:
+            try:
+                from .backends.tensorrt import TensorRTBackend
+
+                return TensorRTBackend(engine)
+            except (BackendUnavailable, ModelMismatchError) as exc:
+                if backend == "tensorrt":
+                    raise
+                if not isinstance(exc, BackendUnavailable):
+                    warnings.warn(f"{exc}; falling back to ONNX Runtime", RuntimeWarning, stacklevel=3)
+    from .backends.ort import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(manifest.graph(role).path, threads=threads, spinning=spinning, providers=providers)
+
+
+class _Session:
+    role = ""
+
+    def __init__(self, path: str | Path | Manifest, backend: str = "auto", threads: int | None = None, *,
+                 spinning: bool = False, verify_hashes: bool = True, providers: Sequence[str] | None = None) -> None:
+        self.manifest = path if isinstance(path, Manifest) else load_manifest(path, verify_hashes=verify_hashes)
+        self.manifest.graph(self.role)  # ManifestError when the manifest ships no graph for this side
+        self.backend = make_backend(self.manifest, self.role, backend, threads, spinning, providers)
+        self.flop_model = FlopModel.from_manifest(self.manifest)
+        self.control_names = tuple(n for n in ROLE_CONTROLS[self.role] if n in self.manifest.controls[self.role])
+        self._check_graph()
+
+    @property
+    def model(self):
+        """The manifest's :class:`~edgesc_runtime.manifest.ModelInfo`."""
+        return self.manifest.model
+
+    @property
+    def layers(self) -> int:
+        return self.model.encoder_layers if self.role == "encoder" else self.model.decoder_layers
+
+    def _check_graph(self) -> None:
+        b = self.backend
+        metadata = getattr(b, "metadata", None)
+        if metadata is not None:
+            check_graph_metadata(self.manifest, self.role, metadata)
+        expected_in = set(GRAPH_DATA_INPUTS[self.role]) | set(self.control_names)
+        got_in = set(b.input_names)
+        if got_in != expected_in:
+            raise ModelMismatchError(f"{self.role} graph inputs {sorted(got_in)} do not match the manifest's "
+                                     f"{sorted(expected_in)}")
+        needed = set(_OUTPUTS[self.role]) | ({self._head_name()} if self.role == "decoder" else set())
+        missing = needed - set(b.output_names)
+        if missing:
+            raise ModelMismatchError(f"{self.role} graph lacks outputs {sorted(missing)} (has {list(b.output_names)})")
+        types = getattr(b, "input_types", None)
+        if types:
+            want = {"image": "float32", "symbols": "float32", "token_index": "int64", **CONTROL_DTYPES}
+            for name in b.input_names:
+                if types[name] != want[name]:
+                    raise ModelMismatchError(f"{self.role} graph input {name} is {types[name]}, the contract "
+                                             f"says {want[name]}")
+
+    def _head_name(self) -> str:
+        return "image" if self.model.task == "reconstruction" else "logits"
+
+    def implicit(self, name: str) -> float | int | None:
+        """Value a control has when the graph neither takes it nor freezes it (None for snr_db)."""
+        return {"budget": 1.0, "depth": self.layers, "width": 1.0, "ratio": 0, "snr_db": None}[name]
+
+    def resolve_controls(self, given: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Validate controls; return (graph feeds as rank-0 arrays, effective values of every control)."""
+        specs, frozen = self.manifest.controls[self.role], self.manifest.frozen[self.role]
+        feeds: dict[str, np.ndarray] = {}
+        effective: dict[str, Any] = {}
+        for name in ROLE_CONTROLS[self.role]:
+            value = given.get(name)
+            dtype = CONTROL_DTYPES[name]
+            if name in specs:
+                spec = specs[name]
+                v = spec.validate(spec.default if value is None else value)
+                feeds[name] = np.asarray(v, dtype=dtype)
+                effective[name] = v
+                continue
+            fixed = frozen.get(name, self.implicit(name))
+            if value is not None:
+                v = coerce_control(name, dtype, value)
+                if name == "snr_db" and fixed is None:
+                    effective[name] = v
+                    continue
+                if abs(float(v) - float(fixed)) > 1e-6:
+                    how = "frozen at" if name in frozen else "fixed (no such control in this model) at"
+                    raise ControlError(f"{self.role} control {name} is {how} {fixed!r}; got {v!r}")
+            effective[name] = fixed
+        if "ratio" in effective and effective["ratio"] is not None:
+            self.manifest.symbols_for_ratio(int(effective["ratio"]))
+        return feeds, effective
+
+    def _expect(self, name: str, arr: np.ndarray, shape: Sequence[int | None], dtype: str) -> np.ndarray:
+        shape_ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
+        if not shape_ok or arr.dtype != np.dtype(dtype):
+            want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
+            raise ModelMismatchError(f"{self.role} graph returned {name} {arr.dtype}{list(arr.shape)}, the "
+                                     f"contract expects {dtype}{want}")
+        return arr
+
+
+class Encoder(_Session):
+    """Device side: image -> symbols, token indices, statistics (docs/contract.md, "Encoder graph").
+
+    ``Encoder(dir, backend="auto"|"onnxruntime"|"tensorrt", threads=None)``; ``dir`` holds manifest.json.
+    """
+
+    role = "encoder"
+
+    def validate_images(self, images: Any) -> np.ndarray:
+        """Float images in [0, 1], shape [B, C, H, W] or one [C, H, W] -> contiguous float32 [B, C, H, W]."""
+        m = self.model
+        x = images if isinstance(images, np.ndarray) else np.asarray(images)
+        if x.dtype.kind != "f":
+            raise InputError(f"images must be floating point in [0, 1], got dtype {x.dtype}"
+                             + (" (divide uint8 images by 255)" if x.dtype == np.uint8 else ""))
+        if x.ndim == 3:
+            x = x[None]
+        want = (m.channels, m.image_size, m.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise InputError(f"images must have shape [B, {want[0]}, {want[1]}, {want[2]}] (NCHW) or "
+                             f"[{want[0]}, {want[1]}, {want[2]}], got {list(np.shape(images))}")
+        if x.shape[0] == 0:
+            raise InputError("images: empty batch")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("images contain NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+        return x
+
+    def encode(self, images: Any, budget: float | None = None, depth: int | None = None,
+               width: float | None = None, snr_db: float | None = None, ratio: int | None = None) -> EncodeResult:
+        """Encode a batch; None controls take the manifest default (or their frozen/implicit value)."""
+        x = self.validate_images(images)
+        feeds, eff = self.resolve_controls(dict(budget=budget, depth=depth, width=width, snr_db=snr_db, ratio=ratio))
+        out = self.backend.run({"image": x, **feeds})
+        B, L, m = x.shape[0], self.layers, self.model
+        S = self.manifest.symbols_for_ratio(int(eff["ratio"]))
+        sym = self._expect("symbols", np.asarray(out["symbols"]), (B, None, S, 2), "float32")
+        K = sym.shape[1]
+        if K > m.max_tokens:
+            raise ModelMismatchError(f"encoder graph returned K={K} tokens, more than the model's {m.max_tokens}")
+        idx = self._expect("token_index", np.asarray(out["token_index"]), (B, K), "int64")
+        lt = self._expect("layer_tokens", np.asarray(out["layer_tokens"]), (B, L), "int64")
+        wu = self._expect("width_units", np.asarray(out["width_units"]), (L, 2), "int64")
+        flops = self.flop_model.encoder_flops(K, S, lt, wu)
+        return EncodeResult(symbols=sym, token_index=idx, layer_tokens=lt, width_units=wu, flops=flops,
+                            controls=eff)
+
+
+class Decoder(_Session):
+    """Server side: received symbols + token indices -> image or logits (docs/contract.md, "Decoder graph").
+
+    ``Decoder(dir, backend="auto"|"onnxruntime"|"tensorrt", threads=None)``.
+    """
+
+    role = "decoder"
+
+    def validate_tokens(self, symbols: Any, token_index: Any, S: int) -> tuple[np.ndarray, np.ndarray]:
+        """One batch with a common K: float [B, K, S, 2] + int [B, K] (or one image [K, S, 2] + [K])."""
+        m = self.model
+        sym = symbols if isinstance(symbols, np.ndarray) else np.asarray(symbols)
+        idx = token_index if isinstance(token_index, np.ndarray) else np.asarray(token_index)
+        if sym.ndim == 3:
+            sym, idx = sym[None], idx[None] if idx.ndim == 1 else idx
+        if sym.dtype.kind != "f":
+            raise InputError(f"symbols must be floating point, got dtype {sym.dtype}")
+        if sym.ndim != 4 or sym.shape[2:] != (S, 2):
+            raise InputError(f"symbols must have shape [B, K, {S}, 2] for this ratio (S={S}), got {list(sym.shape)}")
+        B, K = sym.shape[:2]
+        if B == 0:
+            raise InputError("symbols: empty batch")
+        if K > m.max_tokens:
+            raise InputError(f"symbols carry K={K} tokens, the model has at most {m.max_tokens}")
+        if idx.dtype.kind not in "iu":
+            raise InputError(f"token_index must be an integer array, got dtype {idx.dtype}")
+        if idx.shape != (B, K):
+            raise InputError(f"token_index must have shape [{B}, {K}] to match symbols, got {list(idx.shape)}")
+        sym = np.ascontiguousarray(sym, dtype=np.float32)
+        if not np.isfinite(sym).all():
+            raise InputError("symbols contain NaN or infinite values")
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        hi = m.num_patches + (1 if m.class_token else 0)
+        if idx.size and (idx.min() < 0 or idx.max() >= hi):
+            raise InputError(f"token_index values must lie in [0, {hi}), got [{idx.min()}, {idx.max()}]")
+        if K > 1:
+            srt = np.sort(idx, axis=1)
+            dup = np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]
+            if dup.size:
+                raise InputError(f"token_index of image {int(dup[0])} has duplicate indices")
+        return sym, idx
+
+    def decode(self, symbols: Any, token_index: Any, depth: int | None = None, width: float | None = None,
+               snr_db: float | None = None, ratio: int | None = None) -> DecodeResult:
+        """Decode a batch. ``symbols``/``token_index``: arrays [B, K, S, 2] / [B, K], one image [K, S, 2] / [K],
+        or equal-length lists of per-image arrays with different K (after erasures); lists run in groups of
+        equal K and come back in input order."""
+        feeds, eff = self.resolve_controls(dict(depth=depth, width=width, snr_db=snr_db, ratio=ratio))
+        S = self.manifest.symbols_for_ratio(int(eff["ratio"]))
+        if isinstance(symbols, (list, tuple)):
+            if not isinstance(token_index, (list, tuple)) or len(token_index) != len(symbols):
+                raise InputError("ragged symbols need a list of token_index arrays of the same length")
+            if not symbols:
+                raise InputError("symbols: empty batch")
+            items = [self.validate_tokens(np.asarray(s)[None], np.asarray(i)[None], S)
+                     for s, i in zip(symbols, token_index)]
+            groups: dict[int, list[int]] = {}
+            for n, (s, _) in enumerate(items):
+                groups.setdefault(s.shape[1], []).append(n)
+            batches = [(order, np.concatenate([items[n][0] for n in order]),
+                        np.concatenate([items[n][1] for n in order])) for order in groups.values()]
+        else:
+            sym, idx = self.validate_tokens(symbols, token_index, S)
+            batches = [(list(range(sym.shape[0])), sym, idx)]
+        total = sum(len(order) for order, _, _ in batches)
+        outputs: list[np.ndarray | None] = [None] * total
+        lts: list[np.ndarray | None] = [None] * total
+        flops = np.zeros(total, dtype=np.int64)
+        width_units: np.ndarray | None = None
+        for order, sym, idx in batches:
+            out, lt, wu = self._run(sym, idx, feeds)
+            f = self.flop_model.decoder_flops(sym.shape[1], S, lt, wu)
+            width_units = wu if width_units is None else width_units
+            for j, n in enumerate(order):
+                outputs[n], lts[n], flops[n] = out[j], lt[j], f[j]
+        return DecodeResult(output=np.stack(outputs), layer_tokens=np.stack(lts), width_units=width_units,
+                            flops=flops, controls=eff)
+
+    def _run(self, sym: np.ndarray, idx: np.ndarray, feeds: dict[str, np.ndarray]):
+        out = self.backend.run({"symbols": sym, "token_index": idx, **feeds})
+        B, L, m = sym.shape[0], self.layers, self.model
+        head = self._head_name()
+        shape = (B, m.channels, m.image_size, m.image_size) if head == "image" else (B, m.num_classes)
+        y = self._expect(head, np.asarray(out[head]), shape, "float32")
+        lt = self._expect("layer_tokens", np.asarray(out["layer_tokens"]), (B, L), "int64")
+        wu = self._expect("width_units", np.asarray(out["width_units"]), (L, 2), "int64")
+        return y, lt, wu
