@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up edgesc for development: .venv with a pinned CPU torch, the torch-free runtime and edgesc (editable).
 #
-#   bash scripts/setup.sh            # idempotent; a second run with nothing changed takes about a second
+#   bash scripts/setup.sh            # idempotent; a second run with nothing changed returns at once
 #
 # Environment:
 #   PYTHON=python3.11          interpreter used to create .venv (default: python3, must be >= 3.10)
@@ -50,8 +50,9 @@ STAMP="$VENV/.edgesc-setup"
 WANT="$(inputs_hash)"
 if [ -z "${EDGESC_SETUP_FORCE:-}" ] && [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] \
    && [ "$(cat "$STAMP")" = "$WANT" ] \
-   && "$VENV/bin/python" -c 'import torch, edgesc, edgesc_runtime' >/dev/null 2>&1; then
-  echo "setup.sh: .venv is up to date ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
+   && "$VENV/bin/python" -c 'import importlib.util as u, sys
+sys.exit(any(u.find_spec(m) is None for m in ("torch", "edgesc", "edgesc_runtime")))' >/dev/null 2>&1; then
+  echo "setup.sh: .venv is up to date (torch $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("torch"))'))"
   exit 0
 fi
 
