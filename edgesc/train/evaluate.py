@@ -1,0 +1,314 @@
+"""``edgesc eval``: quality, executed depth, kept width and FLOPs per image, per SNR, with the inference form.
+
+Evaluation runs what is deployed: ``model.encoder.inference()`` and ``model.decoder.inference()`` (hard top-k,
+hard halting, hard width), with the channel between them (docs/contract.md, Model API). Per SNR it reports
+
+* quality: mean per-image PSNR and SSIM (reconstruction) or accuracy (classification);
+* ``enc_layers`` / ``dec_layers``: mean executed layers per token (Σ_l layer_tokens[l] / tokens — the average
+  depth of paper 000 Fig. 8) and ``*_layers_any``: layers that ran for at least one token;
+* ``enc_width`` / ``dec_width``: retained width, the parameter-weighted kept fraction of heads (4E² per layer)
+  and MLP groups (2ED per layer) over executed layers (Eq. 36-37 with ρ → kept), plus the two parts;
+* ``flops_per_image``: counted with ``torch.utils.flop_counter.FlopCounterMode`` on the inference form
+  (FLOPs = 2·MACs, matmul-class ops, the contract's convention), encoder + decoder, divided by the batch.
+
+Baselines of paper 000 as configurations of the same checkpoint: ``ee:D`` (RecViT-EE) runs every token through
+exactly ``D`` layers — halting switched off, depth cap D; ``sp:R`` (RecViT-SP) prunes a fixed fraction R of the
+heads and MLP groups — channel-adaptive retention K(ξ, σ²) switched off, width scale 1 − R.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from edgesc.config import ModelConfig
+from edgesc.errors import ControlError
+from edgesc.train.options import OptionError
+
+QUALITY_KEYS = {"reconstruction": ("psnr", "ssim"), "classification": ("accuracy",)}
+
+
+# ---- configuration of one evaluation --------------------------------------------------------------------------
+def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, float] | None,
+                   overrides: dict[str, Any]) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+    """Apply a paper-000 baseline to a trained model: returns (model, cfg, control overrides)."""
+    if baseline is None:
+        return model, cfg, overrides
+    kind, value = baseline
+    overrides = dict(overrides)
+    d = cfg.to_dict()
+    if kind == "ee":
+        depth = int(value)
+        layers = min(cfg.encoder.layers, cfg.decoder.layers)
+        if depth > layers:
+            raise OptionError(f"--baseline ee:{depth}: the model has only {layers} layers per side")
+        if overrides.get("depth") is not None:
+            raise OptionError("--baseline ee:D sets the depth; do not pass --depth as well")
+        overrides["depth"] = depth
+        if cfg.depth.enabled:
+            d["depth"] = {**d["depth"], "enabled": False}
+    else:
+        if overrides.get("width") is not None:
+            raise OptionError("--baseline sp:R sets the width; do not pass --width as well")
+        overrides["width"] = 1.0 - float(value)
+        if cfg.width.enabled:
+            d["width"] = {**d["width"], "enabled": False}
+    if d == cfg.to_dict():
+        return model, cfg, overrides
+    from edgesc.config import from_dict
+    from edgesc.models import build_model
+
+    new_cfg = from_dict(d)
+    new_model = build_model(new_cfg)
+    own = new_model.state_dict()
+    state = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise OptionError(f"--baseline {kind}: the baseline model lacks trained weights for {missing[:3]}")
+    new_model.load_state_dict(state, strict=True)
+    return new_model.to(next(model.parameters()).device).eval(), new_cfg, overrides
+
+
+def control_tensors(cfg: ModelConfig, snr_db: float, overrides: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """0-d control tensors for the inference modules (defaults: full budget, no cap, full width, ratio 0)."""
+    budget = overrides.get("budget")
+    depth = overrides.get("depth")
+    width = overrides.get("width")
+    ratio = overrides.get("ratio")
+    budget = 1.0 if budget is None else float(budget)
+    if not (0.0 < budget <= 1.0):
+        raise ControlError(f"--budget {budget:g}: must be in (0, 1]")
+    width = 1.0 if width is None else float(width)
+    if not (0.0 < width <= 1.0):
+        raise ControlError(f"--width {width:g}: must be in (0, 1]")
+    lmax = max(cfg.encoder.layers, cfg.decoder.layers)
+    depth = lmax if depth is None else int(depth)
+    if not (1 <= depth <= lmax):
+        raise ControlError(f"--depth {depth}: must be in [1, {lmax}]")
+    ratio = 0 if ratio is None else int(ratio)
+    if not (0 <= ratio < len(cfg.coder.symbols)):
+        raise ControlError(f"--ratio {ratio}: must be in [0, {len(cfg.coder.symbols)})")
+    return {
+        "budget": torch.tensor(budget, dtype=torch.float32),
+        "depth": torch.tensor(depth, dtype=torch.int64),
+        "width": torch.tensor(width, dtype=torch.float32),
+        "snr_db": torch.tensor(float(snr_db), dtype=torch.float32),
+        "ratio": torch.tensor(ratio, dtype=torch.int64),
+    }
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+def depth_stats(layer_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: mean executed layers per token and the number of layers that ran at all."""
+    lt = layer_tokens.to(torch.float64)
+    tokens = lt.max(dim=1).values.clamp_min(1.0)  # tokens present at the first executed layer
+    return lt.sum(dim=1) / tokens, (lt > 0).sum(dim=1).to(torch.float64)
+
+
+def width_stats(cfg: ModelConfig, width_units: torch.Tensor, layer_tokens: torch.Tensor) -> dict[str, float]:
+    """Kept fractions of heads, MLP groups, and their parameter-weighted mix (Eq. 36-37), over executed layers."""
+    wu = width_units.to(torch.float64)
+    ran = (layer_tokens > 0).any(dim=0)
+    if not bool(ran.any()):
+        return {"heads": 0.0, "mlp": 0.0, "kept": 0.0}
+    heads = wu[ran, 0] / cfg.heads
+    mlp = wu[ran, 1] / cfg.mlp_groups
+    e, dm = cfg.embed_dim, cfg.mlp_dim
+    kept = (4 * e * e * heads + 2 * e * dm * mlp) / (4 * e * e + 2 * e * dm)
+    return {"heads": float(heads.mean()), "mlp": float(mlp.mean()), "kept": float(kept.mean())}
+
+
+def flops_of_call(fn: Any, *args: Any) -> tuple[Any, int]:
+    """Run ``fn(*args)`` under ``FlopCounterMode``; returns (result, total FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        result = fn(*args)
+    return result, int(counter.get_total_flops())
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------
+def _test_loader(data: str | Dataset, cfg: ModelConfig, batch_size: int, split: str = "test") -> DataLoader:
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        from edgesc.data import load_dataset
+
+        ds = load_dataset(data, split, cfg.image_size)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False)
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    cfg: ModelConfig,
+    *,
+    data: str | Dataset,
+    snrs: Sequence[float],
+    channel: str = "awgn",
+    batch_size: int = 64,
+    max_batches: int | None = None,
+    device: torch.device | str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    baseline: tuple[str, float] | None = None,
+    count_flops: bool = True,
+    seed: int = 0,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Evaluate ``model`` per SNR with the inference form; returns the JSON-ready result dict."""
+    from edgesc import metrics
+    from edgesc.channels import make_channel
+
+    device = torch.device(device)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    model = model.to(device).eval()
+    model, cfg, overrides = baseline_model(model, cfg, baseline, overrides)
+    enc = model.encoder.inference().to(device).eval()
+    dec = model.decoder.inference().to(device).eval()
+    loader = _test_loader(data, cfg, batch_size, split)
+    quality = QUALITY_KEYS[cfg.task]
+    rows: list[dict[str, Any]] = []
+    for snr in snrs:
+        ctl = {k: v.to(device) for k, v in control_tensors(cfg, snr, overrides).items()}
+        chan = make_channel(channel, 0.0, generator=torch.Generator(device=device).manual_seed(seed))
+        sums: dict[str, float] = {}
+        n_images = 0
+        flops_total = 0
+
+        def add(key: str, value: float, weight: int) -> None:
+            sums[key] = sums.get(key, 0.0) + value * weight
+
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            images = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device).float()
+            labels = batch[1].to(device) if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+            b = images.shape[0]
+            enc_args = (images, ctl["budget"], ctl["depth"], ctl["width"], ctl["snr_db"], ctl["ratio"])
+            if count_flops:
+                (symbols, token_index, lt_enc, wu_enc), f_enc = flops_of_call(enc, *enc_args)
+            else:
+                symbols, token_index, lt_enc, wu_enc = enc(*enc_args)
+                f_enc = 0
+            received = chan(symbols, ctl["snr_db"].expand(b))
+            dec_args = (received, token_index, ctl["depth"], ctl["width"], ctl["snr_db"], ctl["ratio"])
+            if count_flops:
+                (output, lt_dec, wu_dec), f_dec = flops_of_call(dec, *dec_args)
+            else:
+                output, lt_dec, wu_dec = dec(*dec_args)
+                f_dec = 0
+            flops_total += f_enc + f_dec
+            if cfg.task == "reconstruction":
+                out = output.clamp(0, 1)
+                add("psnr", float(metrics.psnr(out, images).mean()), b)
+                add("ssim", float(metrics.ssim(out, images).mean()), b)
+            else:
+                add("accuracy", 100.0 * float(metrics.accuracy(output, labels)), b)
+            for side, lt, wu in (("enc", lt_enc, wu_enc), ("dec", lt_dec, wu_dec)):
+                mean_layers, any_layers = depth_stats(lt)
+                add(f"{side}_layers", float(mean_layers.mean()), b)
+                add(f"{side}_layers_any", float(any_layers.mean()), b)
+                ws = width_stats(cfg, wu, lt)
+                add(f"{side}_width", ws["kept"], b)
+                add(f"{side}_width_heads", ws["heads"], b)
+                add(f"{side}_width_mlp", ws["mlp"], b)
+            add("tokens", float(token_index.shape[1]), b)
+            n_images += b
+        if n_images == 0:
+            raise OptionError("evaluation saw no images (empty test set or --max-batches 0)")
+        row: dict[str, Any] = {"snr_db": float(snr), "images": n_images}
+        row.update({k: v / n_images for k, v in sums.items()})
+        if count_flops:
+            row["flops_per_image"] = flops_total / n_images
+        rows.append(row)
+    return {
+        "model": cfg.name,
+        "task": cfg.task,
+        "channel": channel,
+        "controls": {k: overrides.get(k) for k in ("budget", "depth", "width", "ratio")},
+        "baseline": None if baseline is None else f"{baseline[0]}:{baseline[1]:g}",
+        "quality_keys": list(quality),
+        "results": rows,
+    }
+
+
+# ---- presentation ---------------------------------------------------------------------------------------------
+def results_table(result: dict[str, Any]):
+    """A rich table of an evaluation result."""
+    from rich.table import Table
+
+    title = f"{result['model']} on {result['channel']}"
+    if result.get("baseline"):
+        title += f" (baseline {result['baseline']})"
+    table = Table(title=title)
+    cols = ["snr_db", *result["quality_keys"], "enc_layers", "dec_layers", "enc_width", "dec_width", "tokens"]
+    if result["results"] and "flops_per_image" in result["results"][0]:
+        cols.append("flops_per_image")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for row in result["results"]:
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            if v is None:
+                cells.append("-")
+            elif c == "flops_per_image":
+                cells.append(f"{v / 1e6:.2f}M")
+            elif c in ("ssim", "enc_width", "dec_width"):
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(f"{v:.2f}")
+        table.add_row(*cells)
+    return table
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return p
+
+
+def plot_results(result: dict[str, Any], path: str | Path) -> Path:
+    """Quality vs SNR and FLOPs per image vs SNR, side by side (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["results"]
+    snr = [r["snr_db"] for r in rows]
+    key = result["quality_keys"][0]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].plot(snr, [r[key] for r in rows], marker="o")
+    axes[0].set_xlabel("SNR (dB)")
+    axes[0].set_ylabel({"psnr": "PSNR (dB)", "accuracy": "accuracy (%)"}.get(key, key))
+    axes[0].grid(alpha=0.3)
+    if "flops_per_image" in rows[0]:
+        axes[1].plot(snr, [r["flops_per_image"] / 1e6 for r in rows], marker="s", color="tab:orange")
+        axes[1].set_ylabel("MFLOPs per image")
+    else:
+        axes[1].plot(snr, [r["enc_layers"] for r in rows], marker="s", color="tab:orange")
+        axes[1].set_ylabel("encoder layers per token")
+    axes[1].set_xlabel("SNR (dB)")
+    axes[1].grid(alpha=0.3)
+    title = f"{result['model']} ({result['channel']})"
+    if result.get("baseline"):
+        title += f" baseline {result['baseline']}"
+    fig.suptitle(title)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def mean_over_snr(result: dict[str, Any], key: str) -> float:
+    vals = [r[key] for r in result["results"] if key in r and r[key] is not None]
+    return sum(vals) / len(vals) if vals else math.nan
