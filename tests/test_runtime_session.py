@@ -130,6 +130,19 @@ def test_decode_ragged_lists_match_per_image_runs(enc: Encoder, dec: Decoder, im
     assert ragged.flops[1] > ragged.flops[0] > ragged.flops[2]  # fewer received tokens, cheaper channel decoder
 
 
+def test_encode_packets_parse_decode_matches_direct_decode(enc: Encoder, dec: Decoder, images: np.ndarray) -> None:
+    from edgesc_runtime.packet import encode_frames, parse_packet
+
+    e = enc.encode(images, budget=0.5, ratio=1, snr_db=5.0)
+    packets = [parse_packet(b, expected_model_hash=enc.model.hash, max_index=M) for b in encode_frames(e, enc.model.hash)]
+    assert [p.frame for p in packets] == [0, 1, 2] and packets[0].controls["ratio"] == 1
+    via_packets = dec.decode([p.symbols for p in packets], [p.token_index for p in packets],
+                             ratio=packets[0].controls["ratio"])
+    direct = dec.decode(e.symbols, e.token_index, ratio=1)
+    np.testing.assert_allclose(via_packets.output, direct.output, atol=2e-3)  # float16 on the wire
+    np.testing.assert_array_equal(via_packets.flops, direct.flops)
+
+
 def test_decode_with_every_token_erased(dec: Decoder) -> None:
     d = dec.decode(np.zeros((2, 0, 8, 2), np.float32), np.zeros((2, 0), np.int64))
     np.testing.assert_allclose(d.output, 0.5)  # sigmoid(0): nothing received

@@ -144,6 +144,12 @@ def encode_packet(symbols: Any, token_index: Any, model_hash: str | bytes, contr
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def encode_frames(result: Any, model_hash: str | bytes, first_frame: int = 0) -> list[bytes]:
+    """One whole-frame packet per image of an ``EncodeResult`` (frames first_frame, first_frame + 1, ...)."""
+    sym, idx = np.asarray(result.symbols), np.asarray(result.token_index)
+    return [encode_packet(sym[b], idx[b], model_hash, result.controls, first_frame + b) for b in range(sym.shape[0])]
+
+
 def packet_size(K: int, S: int) -> int:
     """Bytes of a packet with K tokens of S symbols: 40 + 2K + 4KS + 4."""
     return HEADER_BYTES + 2 * K + 4 * K * S + CRC_BYTES
@@ -269,4 +275,4 @@ def reassemble(packets: Iterable[bytes | Packet], expected_model_hash: str | byt
 
 
 __all__ = ["MAGIC", "VERSION", "FLAG_FRAGMENT", "HEADER_BYTES", "MAX_PACKET_BYTES", "Packet", "hash_prefix",
-           "encode_packet", "parse_packet", "packet_size", "split_packets", "reassemble"]
+           "encode_packet", "encode_frames", "parse_packet", "packet_size", "split_packets", "reassemble"]
