@@ -28,6 +28,8 @@ from .embed import PatchEmbed, PatchUnembed
 from .tokens import TokenSelector, budget_keep
 from .width import WidthController, unit_ranks
 
+#: ``(symbols [B, K, S, 2], snr_db [B]) -> received`` or ``(received, received_mask [B, K] bool)``; a channel
+#: object with a ``last_keep`` tensor attribute (edgesc.channels.Channel) marks erased tokens there.
 Channel = Callable[[Tensor, Tensor], "Tensor | tuple[Tensor, Tensor]"]
 
 
@@ -383,9 +385,13 @@ class SemanticCodec(nn.Module):
         enc = self.encoder(images, ctl)
         keep = enc.keep
         received: Any = enc.symbols if channel is None else channel(enc.symbols, ctl.snr_db)
-        if isinstance(received, tuple):
-            received, lost = received
-            keep = keep * (~lost.bool()).to(keep.dtype)
+        received_mask = None
+        if isinstance(received, tuple):  # (symbols, received mask [B, K] bool, True = received)
+            received, received_mask = received
+        elif channel is not None and isinstance(getattr(channel, "last_keep", None), Tensor):
+            received_mask = channel.last_keep  # edgesc.channels.Channel marks erased tokens there
+        if received_mask is not None:
+            keep = keep * received_mask.to(keep.dtype)  # erased tokens are treated as dropped
         output, dec_losses, dec_stats, dec_kept = self.decoder(received, keep, ctl)
         losses = {**enc.losses, **dec_losses}
         if self.encoder.side.width is not None:
