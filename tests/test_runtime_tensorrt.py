@@ -28,8 +28,10 @@ from edgesc_runtime.manifest import EngineInfo  # noqa: E402
 
 
 def _engine(tensorrt: str = "10.3.0.30", gpu: str = "Orin", cc: str = "8.7", profile: dict | None = None) -> EngineInfo:
+    flags = profile or {}
     return EngineInfo(role="encoder", path=Path("encoder.engine"), sha256="0" * 64, gpu=gpu, compute_capability=cc,
-                      tensorrt=tensorrt, precision="fp16", profile=profile or {})
+                      tensorrt=tensorrt, precision="fp16", version_compatible=bool(flags.get("version_compatible")),
+                      hardware_compatibility=flags.get("hardware_compatibility", "none"))
 
 
 # --- compatibility rules -------------------------------------------------------------------------------
@@ -235,8 +237,8 @@ def engine_dir(tmp_path: Path) -> Path:
     m = json.loads((d / "manifest.json").read_text())
     m["engines"] = {"encoder": {"file": "encoder.engine", "sha256": sha256_file(d / "encoder.engine"),
                                 "gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0.30",
-                                "precision": "fp32", "profile": {"image": [[1, 3, 32, 32], [4, 3, 32, 32],
-                                                                           [8, 3, 32, 32]]}}}
+                                "precision": "fp32", "strongly_typed": False, "target": "test",
+                                "profile": {"image": [[1, 3, 32, 32], [4, 3, 32, 32], [8, 3, 32, 32]]}}}
     (d / "manifest.json").write_text(json.dumps(m))
     return d
 
@@ -324,3 +326,15 @@ def test_real_engine_matches_onnxruntime(tmp_path: Path) -> None:
     b = Encoder(d, backend="onnxruntime").encode(img, budget=0.5)
     np.testing.assert_allclose(a.symbols, b.symbols, atol=1e-4)
     np.testing.assert_array_equal(a.token_index, b.token_index)
+
+
+def test_manifest_engine_flags_are_read_from_the_entry(engine_dir: Path, monkeypatch) -> None:
+    m = json.loads((engine_dir / "manifest.json").read_text())
+    m["engines"]["encoder"]["hardware_compatibility"] = "same_compute_capability"
+    (engine_dir / "manifest.json").write_text(json.dumps(m))
+    mem = FakeMemory(gpu="Jetson AGX Orin 64GB", cc="8.7")  # another name, same capability
+    monkeypatch.setattr(trtb, "import_tensorrt", lambda: make_fake_trt(mem))
+    monkeypatch.setattr(trtb, "load_cuda", lambda binding="auto", device=0: mem)
+    enc = Encoder(engine_dir, backend="tensorrt")
+    assert enc.manifest.engines["encoder"].hardware_compatibility == "same_compute_capability"
+    assert enc.encode(np.zeros((1, 3, 32, 32), np.float32)).symbols.shape == (1, 16, 8, 2)

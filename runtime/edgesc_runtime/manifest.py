@@ -95,6 +95,8 @@ class EngineInfo:
     tensorrt: str
     precision: str
     profile: dict = field(default_factory=dict)
+    version_compatible: bool = False          # built with TensorRT's version-compatible flag
+    hardware_compatibility: str = "none"      # none | same_compute_capability | ampere_plus
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,13 @@ def load_manifest(path: str | Path, verify_hashes: bool = True) -> Manifest:
             val = _require(entry, key, f"engines.{role}")
             vals[key] = str(val)
         profile = entry.get("profile", {}) or {}
-        engines[role] = EngineInfo(role=role, path=epath, sha256=digest, profile=dict(profile), **vals)
+        if not isinstance(profile, Mapping):
+            raise ManifestError(f"manifest: engines.{role}.profile must be an object")
+        # compatibility flags: top-level keys of the entry (older manifests kept them inside "profile")
+        vc = entry.get("version_compatible", profile.get("version_compatible", False))
+        hc = entry.get("hardware_compatibility", profile.get("hardware_compatibility", "none"))
+        engines[role] = EngineInfo(role=role, path=epath, sha256=digest, profile=dict(profile),
+                                   version_compatible=bool(vc), hardware_compatibility=str(hc).lower(), **vals)
 
     return Manifest(directory=directory, model=model, graphs=graphs, controls=controls, frozen=frozen,
                     flops=flops, engines=engines, raw=raw)

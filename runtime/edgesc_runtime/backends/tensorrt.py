@@ -197,16 +197,15 @@ def _cc_tuple(cc: str) -> tuple[int, int]:
 def check_engine_compat(engine: EngineInfo, trt_version: str, gpu_name: str, compute_capability: str) -> None:
     """Refuse an engine built for another TensorRT or GPU, naming both sides.
 
-    TensorRT: major.minor.patch must match, or only the major (and live >= built) for an engine built with
-    ``profile["version_compatible"] = true``. GPU: the compute capability must match, and the GPU name too,
-    unless ``profile["hardware_compatibility"]`` is ``same_compute_capability`` (capability only) or
-    ``ampere_plus`` (any GPU of capability >= 8.0).
+    TensorRT: major.minor.patch must match, or only the major (and live >= built) for an engine built
+    ``version_compatible``. GPU: the compute capability must match, and the GPU name too, unless the engine's
+    ``hardware_compatibility`` is ``same_compute_capability`` (capability only) or ``ampere_plus`` (any GPU of
+    capability >= 8.0). Both flags are keys of the manifest's engine entry.
     """
     built, live = _version_tuple(engine.tensorrt), _version_tuple(trt_version)
     if len(built) < 2 or len(live) < 2:
         raise ModelMismatchError(f"cannot read TensorRT versions (engine {engine.tensorrt!r}, here {trt_version!r})")
-    profile = engine.profile or {}
-    if profile.get("version_compatible"):
+    if engine.version_compatible:
         if built[0] != live[0] or live < built:
             raise ModelMismatchError(f"{engine.role} engine was built version-compatible with TensorRT "
                                      f"{engine.tensorrt}; this machine has {trt_version} (needs the same major, "
@@ -214,7 +213,7 @@ def check_engine_compat(engine: EngineInfo, trt_version: str, gpu_name: str, com
     elif built[:3] != live[:3]:
         raise ModelMismatchError(f"{engine.role} engine was built with TensorRT {engine.tensorrt}, this machine has "
                                  f"{trt_version}; rebuild it here with `edgesc compile`")
-    level = str(profile.get("hardware_compatibility", "none")).lower()
+    level = engine.hardware_compatibility
     if level not in HARDWARE_LEVELS:
         raise ModelMismatchError(f"{engine.role} engine has unknown hardware_compatibility {level!r}")
     cc_built, cc_live = _cc_tuple(engine.compute_capability), _cc_tuple(compute_capability)
