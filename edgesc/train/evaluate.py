@@ -34,11 +34,28 @@ QUALITY_KEYS = {"reconstruction": ("psnr", "ssim"), "classification": ("accuracy
 
 
 # ---- configuration of one evaluation --------------------------------------------------------------------------
+NEUTRAL_LOGIT = 30.0
+"""|logit| that saturates a float32 sigmoid: sigmoid(-30) ≈ 1e-13 (never halts), sigmoid(30) = 1.0 (keep all)."""
+
+
 def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, float] | None,
                    overrides: dict[str, Any]) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
-    """Apply a paper-000 baseline to a trained model: returns (model, cfg, control overrides)."""
+    """Turn a trained model into a paper-000 baseline: returns (model, cfg, control overrides).
+
+    ``ee:D`` (RecViT-EE): dynamic depth is switched on if the checkpoint lacks it (β = 0) and the stop-score head
+    is neutralised (w = 0, b = −30/α, so h ≈ 1e-13 and no token halts on its own); the depth cap D then forces
+    every token to halt at layer D with weight 1 − Σh ≈ 1 — a fixed early exit after D layers.
+    ``sp:R`` (RecViT-SP): dynamic width is switched on if the checkpoint lacks it (importance scores 0: units
+    kept in index order) and every threshold ξ is set to 30/γ so that K(ξ, σ²) = 100 % at every SNR; the width
+    scale 1 − R then keeps the ceil(n·(1 − R)) most important units of every component — a static pruning ratio.
+    """
     if baseline is None:
         return model, cfg, overrides
+    from edgesc.config import from_dict
+    from edgesc.models import build_model
+    from edgesc.models.depth import DepthController
+    from edgesc.models.width import WidthController
+
     kind, value = baseline
     overrides = dict(overrides)
     d = cfg.to_dict()
@@ -49,29 +66,44 @@ def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, floa
             raise OptionError(f"--baseline ee:{depth}: the model has only {layers} layers per side")
         if overrides.get("depth") is not None:
             raise OptionError("--baseline ee:D sets the depth; do not pass --depth as well")
+        if cfg.depth.alpha <= 0:
+            raise OptionError("--baseline ee:D needs depth.alpha > 0")
         overrides["depth"] = depth
-        if cfg.depth.enabled:
-            d["depth"] = {**d["depth"], "enabled": False}
+        if not cfg.depth.enabled:
+            d["depth"] = {**d["depth"], "enabled": True, "beta": 0.0}
     else:
         if overrides.get("width") is not None:
             raise OptionError("--baseline sp:R sets the width; do not pass --width as well")
+        if cfg.width.gamma == 0:
+            raise OptionError("--baseline sp:R needs width.gamma != 0")
         overrides["width"] = 1.0 - float(value)
-        if cfg.width.enabled:
-            d["width"] = {**d["width"], "enabled": False}
-    if d == cfg.to_dict():
-        return model, cfg, overrides
-    from edgesc.config import from_dict
-    from edgesc.models import build_model
-
+        if not cfg.width.enabled:
+            d["width"] = {**d["width"], "enabled": True}
     new_cfg = from_dict(d)
     new_model = build_model(new_cfg)
+    old_state = model.state_dict()
     own = new_model.state_dict()
-    state = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise OptionError(f"--baseline {kind}: the baseline model lacks trained weights for {missing[:3]}")
-    new_model.load_state_dict(state, strict=True)
-    return new_model.to(next(model.parameters()).device).eval(), new_cfg, overrides
+    mismatched = [k for k in own if k in old_state and old_state[k].shape != own[k].shape]
+    if mismatched:
+        raise OptionError(f"--baseline {kind}: weight {mismatched[0]} changed shape")
+    new_model.load_state_dict({k: v for k, v in old_state.items() if k in own}, strict=False)
+    fresh = {k for k in own if k not in old_state}
+    with torch.no_grad():
+        for name, mod in new_model.named_modules():
+            if kind == "ee" and isinstance(mod, DepthController):
+                mod.halt.weight.zero_()
+                mod.halt.bias.fill_(-NEUTRAL_LOGIT / mod.alpha)
+                fresh -= {f"{name}.halt.weight", f"{name}.halt.bias"}
+            if kind == "sp" and isinstance(mod, WidthController):
+                mod.xi.fill_(NEUTRAL_LOGIT / mod.gamma)
+                if f"{name}.head_scores" in fresh:
+                    mod.head_scores.zero_()
+                    mod.group_scores.zero_()
+                fresh -= {f"{name}.xi", f"{name}.head_scores", f"{name}.group_scores"}
+    if fresh:
+        raise OptionError(f"--baseline {kind}: the baseline model lacks trained weights for {sorted(fresh)[:3]}")
+    device = next(model.parameters()).device
+    return new_model.to(device).eval(), new_cfg, overrides
 
 
 def control_tensors(cfg: ModelConfig, snr_db: float, overrides: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ class TrainResult:
     checkpoint: Path | None
     stages: list[StageResult]
     pareto: list[dict[str, Any]] | None = None
+    is_main: bool = True  # rank 0 (the process that logs, checkpoints and prints)
 
 
 def _check_data(spec: str) -> None:
@@ -78,8 +79,11 @@ def run_training(opts: TrainOptions, *, model_factory: Callable[[ModelConfig], n
         if run.stage != "joint":
             run.cfg = stage_config(cfg, run.stage)
             res = train_stage(run, dist=info, model_factory=model_factory, dataset=dataset)
-            return TrainResult(run.stage, run.out, res.checkpoint if res.finished else None, [res])
-        return _run_joint(run, opts, info, model_factory, dataset, eval_snrs)
+            return TrainResult(run.stage, run.out, res.checkpoint if res.finished else None, [res],
+                               is_main=info.is_main)
+        result = _run_joint(run, opts, info, model_factory, dataset, eval_snrs)
+        result.is_main = info.is_main
+        return result
     finally:
         dd.teardown(info)
 
