@@ -57,6 +57,25 @@ def control_names(cfg: ModelConfig, side: str) -> list[str]:
     return names
 
 
+def _unit_flags(keep: Tensor, units: int) -> list:
+    """0/1 ints ``[u < keep]`` for u in [0, units) from a 0-d int64 keep count (export: unbacked ints)."""
+    flags = [1]
+    for u in range(1, units):
+        f = (keep > u).to(torch.int64).item()
+        torch._check(f >= 0)
+        torch._check(f <= 1)
+        flags.append(f)
+    return flags
+
+
+def _scaled(flag, size):
+    """Row count of a gated unit: ``size`` when ``flag`` is 1, else 0."""
+    n = flag * size
+    torch._check(n >= 0)
+    torch._check(n <= size)
+    return n
+
+
 def _gated(size, on: Tensor) -> int:
     """Row gate: ``size`` when ``on`` (0-d bool tensor) else 0, as an export-friendly unbacked int."""
     n = (on.to(torch.int64) * size).item()
@@ -103,38 +122,36 @@ class _InfBlock(nn.Module):
         self.fc2_w = nn.ParameterList(_param(fc2_w[:, u].reshape(e, -1).t()) for u in group_units)  # [ng·dg, E]
         self.fc2_b = _param(blk.fc2.bias)
 
-    def forward(self, xb: Tensor, act: Tensor | None, keep_heads: Tensor | None, keep_groups: Tensor | None) -> Tensor:
+    def forward(self, xb: Tensor, act: Tensor | None, head_on: list | None, group_on: list | None) -> Tensor:
         """Update the active rows of ``xb`` [Bb, T, E].
 
         ``act``: local flat indices (into ``Bb·T``) of the active rows, ``None`` = all rows. Returns the updated
-        active rows [n, E]. ``keep_heads`` / ``keep_groups``: 0-d int64 unit counts (``None``: all units).
+        active rows [n, E]. ``head_on`` / ``group_on``: per unit 0/1 ints (unit ``u`` runs iff 1; ``None``: all
+        units run); unit 0 always runs.
         """
         bb, t, e = xb.shape
-        rows = bb * t
         nh, dh = self.heads_per_unit, self.head_dim
         hn = self.ln1(xb)
-        x_rows = xb.reshape(rows, e)
+        x_rows = xb.reshape(bb * t, e)
         if act is not None:
             x_rows = x_rows.index_select(0, act)
         n = x_rows.shape[0]
         attn_out = None
         for u in range(len(self.qkv_w)):
-            if u == 0 or keep_heads is None:
-                b_u, idx = bb, act
+            if u == 0 or head_on is None:
+                b_u, n_u, idx = bb, n, act
             else:
-                on = keep_heads > u
-                b_u = _gated(bb, on)
-                idx = None if act is None else act[: _gated(n, on)]
-            r_u = b_u * t
-            qkv = torch.addmm(self.qkv_b[u], hn[:b_u].reshape(r_u, e), self.qkv_w[u]).reshape(b_u, t, 3, nh, dh)
+                b_u, n_u = _scaled(head_on[u], bb), _scaled(head_on[u], n)
+                idx = None if act is None else act[:n_u]
+            qkv = hn[:b_u] @ self.qkv_w[u] + self.qkv_b[u]  # [b_u, T, 3·nh·dh]
             if nh == 1:
-                q, k, v = qkv[:, :, 0, 0], qkv[:, :, 1, 0], qkv[:, :, 2, 0]  # [b_u, T, dh]
+                q, k, v = qkv.split(dh, dim=-1)  # [b_u, T, dh]
                 att = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v
             else:
-                qkv = qkv.permute(2, 0, 3, 1, 4)
+                qkv = qkv.reshape(b_u, t, 3, nh, dh).permute(2, 0, 3, 1, 4)
                 q, k, v = qkv[0], qkv[1], qkv[2]  # [b_u, nh, T, dh]
                 att = (torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2)
-            o = att.reshape(r_u, nh * dh)
+            o = att.reshape(b_u * t, nh * dh)
             if idx is not None:
                 o = o.index_select(0, idx)
             y = o @ self.o_w[u]
@@ -145,8 +162,8 @@ class _InfBlock(nn.Module):
         act_fn = activation_fn(self.activation)
         mlp_out = None
         for u in range(len(self.fc1_w)):
-            xs = hn2 if (u == 0 or keep_groups is None) else hn2[: _gated(n, keep_groups > u)]
-            y = act_fn(torch.addmm(self.fc1_b[u], xs, self.fc1_w[u])) @ self.fc2_w[u]
+            xs = hn2 if (u == 0 or group_on is None) else hn2[: _scaled(group_on[u], n)]
+            y = act_fn(xs @ self.fc1_w[u] + self.fc1_b[u]) @ self.fc2_w[u]
             mlp_out = y if mlp_out is None else mlp_out + _pad_rows(y, n)
         assert mlp_out is not None
         return z + (mlp_out + self.fc2_b)
@@ -208,12 +225,17 @@ class _InfSide(nn.Module):
         return state
 
     def run(self, state: dict[str, Tensor], start: int, stop: int, keep: Tensor | None, depth: Tensor | None,
-            noise_var: Tensor | None, counts: list[Tensor]) -> dict[str, Tensor]:
+            noise_var: Tensor | None, counts: list[Tensor], flags: dict | None = None) -> dict[str, Tensor]:
+        flags = {} if flags is None else flags
         for layer in range(start, stop):
             u = layer // self.recursions
             blk = self.blocks[u]
-            kh = None if keep is None else keep[u, 0]
-            kg = None if keep is None else keep[u, 1]
+            if keep is None:
+                kh = kg = None
+            else:
+                if u not in flags:
+                    flags[u] = (_unit_flags(keep[u, 0], len(blk.qkv_w)), _unit_flags(keep[u, 1], len(blk.fc1_w)))
+                kh, kg = flags[u]
             x = state["x"]
             b, t, e = x.shape
             if not self.depth_enabled:
@@ -298,12 +320,13 @@ class InferenceEncoder(nn.Module):
         t_all = x.shape[1]
         keep = self.side.keep(width_t, noise_var)
         counts: list[Tensor] = []
+        flags: dict = {}
         state = self.side.start(x)
         index = None
         start = 0
         if self.tokens is not None:
             sel_at = self.tokens.select_at
-            state = self.side.run(state, 0, sel_at, keep, depth_t, noise_var, counts)
+            state = self.side.run(state, 0, sel_at, keep, depth_t, noise_var, counts, flags)
             xs = state["x"]
             score = self.tokens.selection_score(xs[:, :m], xs[:, t_all - 1])  # [B, M]
             k = budget_keep(budget_t, m).item()
@@ -312,7 +335,7 @@ class InferenceEncoder(nn.Module):
             index = torch.sort(torch.topk(score, k, dim=1).indices, dim=1).values  # [B, k]
             state = {name: _take_tokens(v, index, m) for name, v in state.items()}
             start = sel_at
-        state = self.side.run(state, start, self.side.layers, keep, depth_t, noise_var, counts)
+        state = self.side.run(state, start, self.side.layers, keep, depth_t, noise_var, counts, flags)
         z = self.side.finish(state)
         kp = m if index is None else index.shape[1]
         tx = z[:, :kp]
@@ -431,7 +454,7 @@ class InferenceDecoder(nn.Module):
             y = _pad_rows(self.coder.levels[r](xs), rows)
             out = y if out is None else out + y
         assert out is not None
-        return out.reshape(b, kk, -1)
+        return out.reshape(b, kk, out.shape[-1])  # explicit E: K may be 0 (all tokens lost)
 
     def _check(self, symbols: Tensor, token_index: Tensor, depth: Tensor, width: Tensor, ratio: Tensor) -> None:
         m = self.num_patches
