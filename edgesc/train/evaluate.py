@@ -9,7 +9,10 @@ hard halting, hard width), with the channel between them (docs/contract.md, Mode
 * ``enc_width`` / ``dec_width``: retained width, the parameter-weighted kept fraction of heads (4E² per layer)
   and MLP groups (2ED per layer) over executed layers (Eq. 36-37 with ρ → kept), plus the two parts;
 * ``flops_per_image``: counted with ``torch.utils.flop_counter.FlopCounterMode`` on the inference form
-  (FLOPs = 2·MACs, matmul-class ops, the contract's convention), encoder + decoder, divided by the batch.
+  (FLOPs = 2·MACs, matmul-class ops, the contract's convention), encoder + decoder, divided by the batch;
+  ``flops_formula_per_image``: the contract's executed-FLOP formula (:func:`edgesc.models.flops.executed_flops`)
+  from the graphs' ``layer_tokens``/``width_units`` outputs — the two agree (tested); with ``count_flops=False``
+  only the formula is computed and ``flops_per_image`` is the formula's value.
 
 Baselines of paper 000 as configurations of the same checkpoint: ``ee:D`` (RecViT-EE) runs every token through
 exactly ``D`` layers — halting switched off, depth cap D; ``sp:R`` (RecViT-SP) prunes a fixed fraction R of the
@@ -195,6 +198,7 @@ def evaluate_model(
     """Evaluate ``model`` per SNR with the inference form; returns the JSON-ready result dict."""
     from edgesc import metrics
     from edgesc.channels import make_channel
+    from edgesc.models.flops import executed_flops
 
     device = torch.device(device)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -211,6 +215,7 @@ def evaluate_model(
         sums: dict[str, float] = {}
         n_images = 0
         flops_total = 0
+        formula_total = 0
 
         def add(key: str, value: float, weight: int) -> None:
             sums[key] = sums.get(key, 0.0) + value * weight
@@ -235,6 +240,10 @@ def evaluate_model(
                 output, lt_dec, wu_dec = dec(*dec_args)
                 f_dec = 0
             flops_total += f_enc + f_dec
+            symbols_per_token = cfg.coder.symbols[int(ctl["ratio"])]
+            kk = int(token_index.shape[1])
+            formula_total += sum(executed_flops(cfg, "encoder", lt_enc, wu_enc, kk, symbols_per_token))
+            formula_total += sum(executed_flops(cfg, "decoder", lt_dec, wu_dec, kk, symbols_per_token))
             if cfg.task == "reconstruction":
                 out = output.clamp(0, 1)
                 add("psnr", float(metrics.psnr(out, images).mean()), b)
@@ -255,8 +264,9 @@ def evaluate_model(
             raise OptionError("evaluation saw no images (empty test set or --max-batches 0)")
         row: dict[str, Any] = {"snr_db": float(snr), "images": n_images}
         row.update({k: v / n_images for k, v in sums.items()})
-        if count_flops:
-            row["flops_per_image"] = flops_total / n_images
+        row["flops_formula_per_image"] = formula_total / n_images
+        row["flops_per_image"] = flops_total / n_images if count_flops else row["flops_formula_per_image"]
+        row["flops_source"] = "counted" if count_flops else "formula"
         rows.append(row)
     return {
         "model": cfg.name,

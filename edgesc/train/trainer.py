@@ -78,6 +78,9 @@ def run_training(opts: TrainOptions, *, model_factory: Callable[[ModelConfig], n
     try:
         if run.stage != "joint":
             run.cfg = stage_config(cfg, run.stage)
+            if run.stage == "depth" and run.init is None and not run.resume:
+                raise OptionError("--stage depth fine-tunes the depth controller of a width-stage checkpoint "
+                                  "(paper 000 Alg. 2): pass --init WIDTH_CHECKPOINT")
             res = train_stage(run, dist=info, model_factory=model_factory, dataset=dataset)
             return TrainResult(run.stage, run.out, res.checkpoint if res.finished else None, [res],
                                is_main=info.is_main)
