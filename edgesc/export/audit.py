@@ -203,11 +203,12 @@ class _Scope:
     static: dict[str, bool] = field(default_factory=dict)
     const: set[str] = field(default_factory=set)
     const_values: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, frozenset[str]] = field(default_factory=dict)  # graph-input names a value depends on
+    origins: dict[str, frozenset[str]] = field(default_factory=dict)  # graph inputs a value depends on
+    shape_origins: dict[str, frozenset[str]] = field(default_factory=dict)  # graph inputs whose *values* size it
 
     def child(self) -> "_Scope":
         return _Scope(dict(self.types), dict(self.ranks), dict(self.static), set(self.const),
-                      dict(self.const_values), dict(self.origins))
+                      dict(self.const_values), dict(self.origins), dict(self.shape_origins))
 
 
 def _record_value_info(scope: _Scope, vis: Iterable[onnx.ValueInfoProto]) -> None:
@@ -369,6 +370,13 @@ class _Auditor:
     def propagate(self, node: onnx.NodeProto, scope: _Scope) -> None:
         ins = [i for i in node.input if i]
         origins: frozenset[str] = frozenset().union(*(scope.origins.get(i, frozenset()) for i in ins)) if ins else frozenset()
+        shape_o: frozenset[str] = frozenset().union(*(scope.shape_origins.get(i, frozenset()) for i in ins)) if ins else frozenset()
+        if node.op_type in ("Shape", "Size"):  # a shape depends on values only where sizes were data-dependent
+            origins = scope.shape_origins.get(ins[0], frozenset()) if ins else frozenset()
+        if node.op_type == "TopK" and len(node.input) > 1 and node.input[1]:
+            shape_o = shape_o | scope.origins.get(node.input[1], frozenset())
+        if node.op_type in self.rules.raw["data_dependent"]["ops"]:
+            shape_o = shape_o | origins
         is_const = False
         if node.op_type == "Constant":
             is_const = True
@@ -383,6 +391,7 @@ class _Auditor:
             if not o:
                 continue
             scope.origins[o] = frozenset() if is_const else origins
+            scope.shape_origins[o] = frozenset() if is_const else shape_o
             if is_const:
                 scope.const.add(o)
 

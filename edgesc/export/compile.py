@@ -332,7 +332,8 @@ def compile_export(out_dir: str | Path, target_name: str, force: bool = False) -
         engines[plan.graph] = {"file": str(path.relative_to(out)), "sha256": sha256_file(path), "gpu": gpu.name,
                                "compute_capability": gpu.compute_capability, "tensorrt": trt.__version__,
                                "precision": plan.precision, "strongly_typed": plan.strongly_typed,
-                               "profile": prof, "target": target.name, "cache_key": key}
+                               "profile": prof, "target": target.name, "cache_key": key,
+                               "version_compatible": False, "hardware_compatibility": "none"}
     manifest["engines"] = engines
     write_manifest(out, manifest)
     return CompileReport(engines=engines, commands=commands, warnings=warnings, reused=reused)
