@@ -15,8 +15,8 @@ matplotlib, when installed, to read PNG/JPEG; ``.npy`` images always work). This
 - ``--snr-trace``: a CSV file with one SNR (dB) per frame (the column ``snr_db`` if there is a header, else the
   first column; cycled when shorter than the frame count), or ``normal:MEAN,STD`` (one draw per frame).
 - ``--proxy``: the proxy table (JSON, ``edgesc profile`` writes one; format in ``edgesc_runtime.controller``).
-  Its ``symbols`` (complex symbols per token) are mapped to the model's ratio levels; a table with ``ratios``
-  instead must list one entry per ratio level of the model, in the model's order.
+  Its ``ratio_index`` (or else ``symbols``, complex symbols per token) maps its ratio entries to the model's
+  ratio levels; a table with only ``ratios`` must list one entry per ratio level of the model, in order.
 - ``--bound``: the long-term average symbol ratio γ̄ (001 Eq. 10); ``--V`` and ``--mu`` the controller's
   weights (001 Eq. 11-13).
 
@@ -178,7 +178,14 @@ def snr_trace(spec: str, frames: int, seed: int) -> np.ndarray:
 
 # ---- controller → model controls --------------------------------------------------------------------------
 def ratio_levels(table_raw: dict, symbols_per_token: tuple[int, ...]) -> list[int]:
-    """Model ratio index of each of the table's ratio entries."""
+    """Model ratio index of each of the table's ratio entries: its ``ratio_index`` list (``edgesc profile``
+    writes one), else its ``symbols`` matched to the model's, else positional."""
+    R = len(symbols_per_token)
+    if "ratio_index" in table_raw:
+        idx = [int(r) for r in table_raw["ratio_index"]]
+        if any(not 0 <= r < R for r in idx):
+            raise LoopError(f"proxy table ratio_index {idx} outside the model's {R} ratio levels")
+        return idx
     if "symbols" in table_raw:
         out = []
         for s in table_raw["symbols"]:

@@ -32,6 +32,7 @@ from edgesc.bench.errors import BenchError, runtime_errors_as_bench_errors
 
 FORMAT = "edgesc-bench/1"
 STAGES = ("encoder", "decoder", "end_to_end")
+REFERENCE_SECONDS = 0.25  # per engine and batch: thousands of calls at the model's sizes
 
 
 @dataclass
@@ -200,9 +201,10 @@ def _reference_rates(ctx: BenchContext, batches: Sequence[int]) -> list[dict[str
     for b in sorted(set(batches)):
         shape = reference.model_matmul_shape(b, tokens, m.embed_dim, m.mlp_dim)
         providers = ctx.extra.get("providers")
-        r = reference.onnxruntime_matmul_rate(shape, threads=ctx.options.threads, providers=providers)
+        r = reference.onnxruntime_matmul_rate(shape, threads=ctx.options.threads, providers=providers,
+                                              seconds=REFERENCE_SECONDS)
         out.append({"batch": b, **r.to_json()})
-        out.append({"batch": b, **reference.numpy_matmul_rate(shape).to_json()})
+        out.append({"batch": b, **reference.numpy_matmul_rate(shape, seconds=REFERENCE_SECONDS).to_json()})
     return out
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from edgesc.cli.app import app, run
+from edgesc.cli.app import app, fail, run
 
 # Piped output (CI logs, `| tee`) gets a wide console so that the bench table is not squeezed into 80 columns.
 out_console = Console(width=None if sys.stdout.isatty() else 220)
@@ -82,11 +82,14 @@ def quickstart_cmd(
     """Train → export (dynamic budget) → validate → bench on CPU → OUT/report/ (JSON + plots), in minutes."""
 
     def body() -> None:
-        from edgesc.bench.quickstart import QuickstartOptions, print_summary, run_quickstart
+        from edgesc.bench.quickstart import QuickstartFailed, QuickstartOptions, print_summary, run_quickstart
 
-        result = run_quickstart(QuickstartOptions(out=out, steps=steps, preset=preset, threads=threads,
-                                                  bench_seconds=bench_seconds, seed=seed,
-                                                  log=lambda msg: out_console.print(msg, highlight=False)))
+        try:
+            result = run_quickstart(QuickstartOptions(out=out, steps=steps, preset=preset, threads=threads,
+                                                      bench_seconds=bench_seconds, seed=seed,
+                                                      log=lambda msg: out_console.print(msg, highlight=False)))
+        except QuickstartFailed as exc:  # the job failed, not the input: exit code 1
+            fail(str(exc), 1)
         print_summary(result, out_console)
 
     run(body)
