@@ -64,6 +64,9 @@ def control_sim_cmd(
     search: bool = typer.Option(False, "--search", help="tune V and μ on a grid (001 §V) instead of --V/--mu"),
     V_grid: Optional[str] = typer.Option(None, "--V-grid", help="V values for --search (comma list)"),
     mu_grid: Optional[str] = typer.Option(None, "--mu-grid", help="μ values for --search (comma list)"),
+    criterion: str = typer.Option("long-term", "--criterion", help="--search rule: long-term (the bound holds over "
+                                  "all slots) or tail (001 §V: over the final 20%)"),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="relative slack on the bound for 'met'"),
     seed: int = typer.Option(0, "--seed", help="SNR trace seed"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result (with traces) here"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the queue / ratio trace PNG here"),
@@ -77,20 +80,26 @@ def control_sim_cmd(
         vg = cs.parse_grid(V_grid, "--V-grid") if V_grid else cs.DEFAULT_V_GRID
         mg = cs.parse_grid(mu_grid, "--mu-grid") if mu_grid else cs.DEFAULT_MU_GRID
         res = cs.simulate(proxy, snr, bound, slots=slots, V=V, mu=mu, search=search, V_grid=vg, mu_grid=mg,
-                          seed=seed)
+                          seed=seed, criterion=criterion, tolerance=tolerance)
         metric = res["metric"] or "accuracy"
         t = Table(title=f"Lyapunov control, SNR {res['snr']}, bound {res['bound']:g}, {res['slots']} slots")
         t.add_column("policy")
         t.add_column("long-term γ")
         t.add_column(f"mean proxy {metric}")
-        t.add_column("pairs (α, S-level)")
+        t.add_column("final-20% γ")
+        t.add_column(f"final-20% {metric}")
         t.add_row(f"Lyapunov V={res['V']:g} μ={res['mu']:g}", f"{res['long_term_ratio']:.4f}",
-                  f"{res['mean_accuracy']:.4f}", f"{len(res['pairs_used'])} used")
+                  f"{res['mean_accuracy']:.4f}", f"{res['tail_ratio']:.4f}", f"{res['tail_accuracy']:.4f}")
         st = res["static"]
         if st is not None:
-            t.add_row("best static pair", f"{st['symbol_ratio']:.4f}", f"{st['mean_accuracy']:.4f}",
-                      f"α={st['budget']:g}, level {st['ratio_index']}")
+            t.add_row(f"static α={st['budget']:g} level {st['ratio_index']}", f"{st['symbol_ratio']:.4f}",
+                      f"{st['mean_accuracy']:.4f}", f"{st['symbol_ratio']:.4f}", f"{st['mean_accuracy']:.4f}")
         out_console.print(t)
+        out_console.print(f"Lyapunov: long-term γ {res['long_term_ratio']:.4f}, mean {metric} "
+                          f"{res['mean_accuracy']:.4f}, {len(res['pairs_used'])} (α, ratio) pairs used", soft_wrap=True)
+        if st is not None:
+            out_console.print(f"best static pair: α={st['budget']:g}, ratio level {st['ratio_index']}: "
+                              f"γ {st['symbol_ratio']:.4f}, mean {metric} {st['mean_accuracy']:.4f}", soft_wrap=True)
         if not res["bound_met"]:
             out_console.print(f"note: the long-term ratio {res['long_term_ratio']:.4f} exceeds the bound "
                               f"(tail ratio {res['tail_ratio']:.4f}); raise μ or lower V")
