@@ -203,6 +203,24 @@ def weight_bytes(model: onnx.ModelProto) -> int:
 
 
 # ---- building the two graphs ------------------------------------------------------------------------------------------
+def export_encoder(cfg: ModelConfig, model: nn.Module, frozen: dict[str, float | int], opset: int = 20,
+                   batch: str | int = "dynamic") -> tuple[onnx.ModelProto, nn.Module, tuple]:
+    """Export only the encoder (device graph); returns (graph, the wrapped module, its example args)."""
+    specs = all_specs(cfg)
+    dyn = [n for n in control_names(cfg, "encoder") if n not in frozen]
+    b_ex = 2 if batch == "dynamic" else int(batch)
+    bdim = torch.export.Dim("B", min=1, max=4096) if batch == "dynamic" else None
+    enc_frozen = {k: v for k, v in frozen.items() if k in control_names(cfg, "encoder")}
+    enc = _Side(model.encoder.inference().eval(), 1, dyn, enc_frozen).eval()
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(b_ex, cfg.channels, cfg.image_size, cfg.image_size, generator=gen)
+    enc_args = (image, *(_control_tensor(specs["encoder"][n]) for n in dyn))
+    shapes = ({0: bdim} if bdim is not None else None, *(None for _ in dyn))
+    proto = _export(enc, enc_args, ["image", *dyn], ENCODER_OUTPUTS, shapes, opset, "encoder")
+    _name_dims(proto, {"image": ["B"], "symbols": ["B", "K", "S"], "token_index": ["B", "K"], "layer_tokens": ["B"]})
+    return proto, enc, enc_args
+
+
 def build_graphs(cfg: ModelConfig, model: nn.Module, frozen: dict[str, float | int], opset: int = 20,
                  batch: str | int = "dynamic") -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, list[str]]]:
     """Export the encoder and decoder inference forms; returns (encoder, decoder, dynamic controls per side)."""
@@ -211,17 +229,7 @@ def build_graphs(cfg: ModelConfig, model: nn.Module, frozen: dict[str, float | i
     m, b_ex = cfg.num_patches, 2 if batch == "dynamic" else int(batch)
     bdim = torch.export.Dim("B", min=1, max=4096) if batch == "dynamic" else None
 
-    enc_inf = model.encoder.inference().eval()
-    enc_frozen = {k: v for k, v in frozen.items() if k in control_names(cfg, "encoder")}
-    enc = _Side(enc_inf, 1, dyn["encoder"], enc_frozen).eval()
-    gen = torch.Generator().manual_seed(0)
-    image = torch.rand(b_ex, cfg.channels, cfg.image_size, cfg.image_size, generator=gen)
-    enc_args = (image, *(_control_tensor(specs["encoder"][n]) for n in dyn["encoder"]))
-    enc_shapes = ({0: bdim} if bdim is not None else None, *(None for _ in dyn["encoder"]))
-    enc_onnx = _export(enc, enc_args, ["image", *dyn["encoder"]], ENCODER_OUTPUTS, enc_shapes, opset, "encoder")
-    _name_dims(enc_onnx, {"image": ["B"], "symbols": ["B", "K", "S"], "token_index": ["B", "K"],
-                          "layer_tokens": ["B"]})
-
+    enc_onnx, enc, enc_args = export_encoder(cfg, model, frozen, opset, batch)
     dec_inf = model.decoder.inference().eval()
     dec_frozen = {k: v for k, v in frozen.items() if k in control_names(cfg, "decoder")}
     dec = _Side(dec_inf, 2, dyn["decoder"], dec_frozen).eval()

@@ -1,0 +1,195 @@
+"""Export benchmark: does the dynamic graph cost what a static graph of the same setting costs, and does the
+cost really fall with the budget? ONNX Runtime CPU, encoder (device) graph.
+
+For each control setting, the *dynamic* encoder (controls as inputs) and a *static* encoder exported with that
+setting frozen in (budget → constant TopK K) are timed at batch 1 and 8 with interleaved runs (dynamic, static,
+dynamic, ...; ``--rounds`` rounds of ``--iters`` calls each, single-threaded sessions) and compared by medians.
+
+Grid (representative subset: one control varied at a time around the default, since every combination would
+need one static export each): budget ∈ {1, .5, .25, .125} at full depth and width; every depth level at budget 1;
+every width level at budget 1. Targets (checked and written with the results):
+- dynamic ≤ 1.10× static at every measured point;
+- the 64-token preset's encoder at budget 0.25 ≤ 0.40× its budget-1 latency;
+- exported weight bytes (encoder + decoder graphs) ≤ 1.05× the model's parameter bytes.
+
+The model is the ``unified`` preset (64 tokens) with random initial weights: latency does not depend on training,
+but halting does. At initialisation the stop-score bias is −3 (h ≈ 0.05 per layer), so no token halts before
+the cap: the depth control alone sets depth (checked from ``layer_tokens`` and recorded).
+
+    .venv/bin/python benchmarks/export_bench.py            # → benchmarks/results/export_bench.{json,png}
+    .venv/bin/python benchmarks/export_bench.py --quick    # budget sweep only, fewer runs (smoke test)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgesc.config import load_preset  # noqa: E402
+from edgesc.export.controls import all_specs  # noqa: E402
+from edgesc.export.onnx_export import build_graphs, export_encoder, param_bytes, weight_bytes  # noqa: E402
+from edgesc.models import build_model  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _time(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], iters: int) -> float:
+    t = time.perf_counter()
+    for _ in range(iters):
+        sess.run(None, feeds)
+    return (time.perf_counter() - t) / iters * 1e3  # ms per call
+
+
+def settings_grid(cfg, quick: bool) -> list[dict[str, Any]]:
+    specs = all_specs(cfg)["encoder"]
+    default = {k: s["default"] for k, s in specs.items()}
+    grid = [{**default, "budget": b} for b in specs["budget"]["levels"]]
+    if not quick:
+        grid += [{**default, "depth": d} for d in specs["depth"]["levels"] if d != default["depth"]]
+        grid += [{**default, "width": w} for w in specs["width"]["levels"] if w != default["width"]]
+    return grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="unified")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS / "export_bench.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.iters = min(args.rounds, 3), min(args.iters, 3)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    cfg = load_preset(args.preset)
+    model = build_model(cfg).eval()
+    specs = all_specs(cfg)["encoder"]
+    t0 = time.time()
+    print(f"[{args.preset}] exporting the dynamic graphs ...", flush=True)
+    enc_dyn, dec_dyn, dyn = build_graphs(cfg, model, {}, 20, "dynamic")
+    pbytes = param_bytes(model)
+    wbytes = {"encoder": weight_bytes(enc_dyn), "decoder": weight_bytes(dec_dyn)}
+    dyn_sess = _session(enc_dyn)
+    grid = settings_grid(cfg, args.quick)
+    rng = np.random.default_rng(0)
+    rows: list[dict[str, Any]] = []
+    for i, setting in enumerate(grid):
+        print(f"[{i + 1}/{len(grid)}] static export at {setting} ...", flush=True)
+        enc_static, _, _ = export_encoder(cfg, model, dict(setting), 20, "dynamic")
+        st_sess = _session(enc_static)
+        for b in (1, 8):
+            image = rng.random((b, cfg.channels, cfg.image_size, cfg.image_size), dtype=np.float32)
+            dfeeds = {"image": image, **{k: np.array(setting[k], dtype=np.int64 if specs[k]["dtype"] == "int64"
+                                                       else np.float32) for k in dyn["encoder"]}}
+            sfeeds = {"image": image}
+            out_d, out_s = dyn_sess.run(None, dfeeds), st_sess.run(None, sfeeds)  # warm-up + agreement check
+            same = bool(np.array_equal(out_d[1], out_s[1]) and np.allclose(out_d[0], out_s[0], atol=1e-4))
+            layers_run = out_d[2].astype(bool).sum(axis=1).tolist()
+            td, ts = [], []
+            for _ in range(args.rounds):  # interleaved
+                td.append(_time(dyn_sess, dfeeds, args.iters))
+                ts.append(_time(st_sess, sfeeds, args.iters))
+            md, ms = statistics.median(td), statistics.median(ts)
+            rows.append({"setting": setting, "batch": b, "dynamic_ms": md, "static_ms": ms, "ratio": md / ms,
+                         "dynamic_runs_ms": td, "static_runs_ms": ts, "outputs_agree": same,
+                         "tokens_kept": int(out_d[1].shape[1]), "layers_run": layers_run})
+            print(f"    batch {b}: dynamic {md:.2f} ms, static {ms:.2f} ms, ratio {md / ms:.3f}, agree {same}",
+                  flush=True)
+
+    def lat(budget: float, b: int) -> float | None:
+        for r in rows:
+            s = r["setting"]
+            if r["batch"] == b and s["budget"] == budget and s.get("depth") == specs["depth"]["default"] \
+                    and s.get("width") == specs["width"]["default"]:
+                return r["dynamic_ms"]
+        return None
+
+    budget_ratio = {b: (lat(0.25, b) / lat(1.0, b)) if lat(0.25, b) and lat(1.0, b) else None for b in (1, 8)}
+    worst = max(r["ratio"] for r in rows)
+    targets = {
+        "dynamic_vs_static": {"target": "<= 1.10", "worst": worst, "met": worst <= 1.10},
+        "budget_0.25_vs_1": {"target": "<= 0.40", "batch1": budget_ratio[1], "batch8": budget_ratio[8],
+                             "met": all(v is not None and v <= 0.40 for v in budget_ratio.values())},
+        "weight_bytes_vs_parameters": {"target": "<= 1.05", "parameter_bytes": pbytes, "graph_bytes": wbytes,
+                                       "ratio": sum(wbytes.values()) / pbytes,
+                                       "met": sum(wbytes.values()) / pbytes <= 1.05},
+    }
+    result = {
+        "benchmark": "export_bench", "preset": args.preset, "model": "random initial weights (seed 0)",
+        "graph": "encoder (device)", "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider, 1 thread",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "note": "2 CPU cores shared with other jobs: absolute times are noisy, ratios less so"},
+        "method": {"rounds": args.rounds, "iters_per_round": args.iters, "interleaved": True, "statistic": "median",
+                   "grid": "one control varied at a time around the default (budget levels; depth levels; width "
+                           "levels)" + (" — quick: budget only" if args.quick else ""),
+                   "halting": "untrained stop scores (bias -3) never halt before the cap: depth = the depth control"},
+        "targets": targets, "rows": rows, "seconds": time.time() - t0,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    _plot(result, args.out.with_suffix(".png"), specs)
+    _print_table(result)
+    return 0
+
+
+def _plot(result: dict[str, Any], path: Path, specs: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    controls = [c for c in ("budget", "depth", "width") if c in specs]
+    fig, axes = plt.subplots(1, len(controls), figsize=(4.2 * len(controls), 3.4), squeeze=False)
+    default = {k: s["default"] for k, s in specs.items()}
+    for ax, c in zip(axes[0], controls):
+        for b, style in ((1, "-"), (8, "--")):
+            pts = sorted((r["setting"][c], r["dynamic_ms"], r["static_ms"]) for r in result["rows"]
+                         if r["batch"] == b and all(r["setting"][k] == default[k] for k in controls if k != c))
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            ax.plot(x, [p[1] for p in pts], "o" + style, label=f"dynamic, batch {b}")
+            ax.plot(x, [p[2] for p in pts], "s" + style, label=f"static, batch {b}", alpha=0.7)
+        ax.set_xlabel(c)
+        ax.set_ylabel("encoder latency (ms, median)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{result['preset']} encoder, ONNX Runtime CPU: dynamic vs static graphs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"\n{'setting':<52} {'B':>2} {'dynamic':>9} {'static':>9} {'ratio':>6}")
+    for r in result["rows"]:
+        s = ", ".join(f"{k}={v}" for k, v in r["setting"].items() if k in ("budget", "depth", "width"))
+        print(f"{s:<52} {r['batch']:>2} {r['dynamic_ms']:>8.2f}  {r['static_ms']:>8.2f}  {r['ratio']:>5.2f}")
+    for name, t in result["targets"].items():
+        print(f"target {name}: {'MET' if t['met'] else 'NOT MET'} {json.dumps({k: v for k, v in t.items() if k != 'met'})}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
