@@ -115,6 +115,12 @@ def test_eval_baselines(tmp_path: Path, trained: Path) -> None:
                 "--baseline", "sp:0.5").exit_code == 0
     rows = json.loads(sp2.read_text())["results"]
     assert rows[0]["enc_width"] == rows[1]["enc_width"] == pytest.approx(0.5)
+    sdw = tmp_path / "sdw.json"
+    assert _run("eval", trained, "--snr-db", "5", "--json", sdw, "--max-batches", "1", "--batch-size", "8",
+                "--baseline", "sdw:1:0.5").exit_code == 0
+    row = json.loads(sdw.read_text())["results"][0]
+    assert row["enc_layers"] == pytest.approx(1.0) and row["enc_width"] == pytest.approx(0.5)
+    _assert_error(_run("eval", trained, "--baseline", "sp:0.5", "--width", "0.5"), "do not pass --width")
 
 
 def test_info_json(tmp_path: Path) -> None:

@@ -112,5 +112,11 @@ def test_joint_stage_writes_pareto(tmp_path: Path) -> None:
 
 def test_erasure_and_rayleigh_train(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path)
-    res = run_training(_opts(cfg, tmp_path / "e", steps=2, channel="rayleigh", erasure=0.3, eval_batches=0))
+    res = run_training(_opts(cfg, tmp_path / "e", steps=4, channel="rayleigh", erasure=0.3, eval_batches=0,
+                             log_every=4))
     assert res.checkpoint is not None and read_checkpoint(res.checkpoint)["train_options"]["erasure"] == 0.3
+    rec = [r for r in read_jsonl(tmp_path / "e" / "log.jsonl") if "loss" in r][-1]
+    assert 0.55 < rec["received_fraction"] < 0.85  # ~30 % of the tokens erased (4 x 8 images x 16 tokens)
+    clean = run_training(_opts(cfg, tmp_path / "c", steps=1, eval_batches=0))
+    assert clean.checkpoint is not None
+    assert [r for r in read_jsonl(tmp_path / "c" / "log.jsonl") if "loss" in r][-1]["received_fraction"] == 1.0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edgesc.config import load_preset
-from edgesc.train.options import OptionError, TrainOptions, parse_baseline, parse_float_list, parse_snr_range
+from edgesc.train.options import Baseline, OptionError, TrainOptions, parse_baseline, parse_float_list, parse_snr_range
 from edgesc.train.sampler import StepBatchSampler
 from edgesc.train.schedule import ControlSchedule, warmup_cosine
 from edgesc.train.stages import stage_config
@@ -34,10 +34,12 @@ def test_parse_lists_and_baselines() -> None:
         parse_float_list("1,a", "--snr-db")
     with pytest.raises(OptionError):
         parse_float_list(" , ", "--snr-db")
-    assert parse_baseline("ee:4") == ("ee", 4.0)
-    assert parse_baseline("sp:0.3") == ("sp", 0.3)
+    assert parse_baseline("ee:4") == Baseline("ee", depth=4)
+    assert parse_baseline("sp:0.3") == Baseline("sp", prune=0.3)
+    assert parse_baseline("sdw:2:0.25") == Baseline("sdw", depth=2, prune=0.25)
+    assert parse_baseline("sdw:2:0.25").label == "sdw:2:0.25"
     assert parse_baseline(None) is None
-    for bad in ("ee:0", "ee:2.5", "sp:1.2", "xx:1", "ee"):
+    for bad in ("ee:0", "ee:2.5", "sp:1.2", "xx:1", "ee", "sdw:2", "sp:0.1:3"):
         with pytest.raises(OptionError, match="--baseline"):
             parse_baseline(bad)
 

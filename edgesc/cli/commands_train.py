@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,8 @@ from rich.console import Console
 
 from edgesc.cli.app import app, run
 
-out_console = Console()
+# tables are wide: without a terminal (pipes, CI logs) rich would squeeze them into 80 columns
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 @app.command("train")

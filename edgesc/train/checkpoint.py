@@ -67,6 +67,12 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 # ---- writing ----------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
     path = Path(path)
@@ -78,6 +84,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ hard halting, hard width), with the channel between them (docs/contract.md, Mode
 
 Baselines of paper 000 as configurations of the same checkpoint: ``ee:D`` (RecViT-EE) runs every token through
 exactly ``D`` layers — halting switched off, depth cap D; ``sp:R`` (RecViT-SP) prunes a fixed fraction R of the
-heads and MLP groups — channel-adaptive retention K(ξ, σ²) switched off, width scale 1 − R.
+heads and MLP groups — channel-adaptive retention K(ξ, σ²) switched off, width scale 1 − R; ``sdw:D:R``
+(RecViT-SDW) does both.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgesc.config import ModelConfig
 from edgesc.errors import ControlError
-from edgesc.train.options import OptionError
+from edgesc.train.options import Baseline, OptionError
 
 QUALITY_KEYS = {"reconstruction": ("psnr", "ssim"), "classification": ("accuracy",)}
 
@@ -41,16 +42,18 @@ NEUTRAL_LOGIT = 30.0
 """|logit| that saturates a float32 sigmoid: sigmoid(-30) ≈ 1e-13 (never halts), sigmoid(30) = 1.0 (keep all)."""
 
 
-def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, float] | None,
+def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: Baseline | None,
                    overrides: dict[str, Any]) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """Turn a trained model into a paper-000 baseline: returns (model, cfg, control overrides).
 
-    ``ee:D`` (RecViT-EE): dynamic depth is switched on if the checkpoint lacks it (β = 0) and the stop-score head
-    is neutralised (w = 0, b = −30/α, so h ≈ 1e-13 and no token halts on its own); the depth cap D then forces
-    every token to halt at layer D with weight 1 − Σh ≈ 1 — a fixed early exit after D layers.
-    ``sp:R`` (RecViT-SP): dynamic width is switched on if the checkpoint lacks it (importance scores 0: units
-    kept in index order) and every threshold ξ is set to 30/γ so that K(ξ, σ²) = 100 % at every SNR; the width
-    scale 1 − R then keeps the ceil(n·(1 − R)) most important units of every component — a static pruning ratio.
+    Early exit (``ee:D``, RecViT-EE; the depth part of ``sdw``): dynamic depth is switched on if the checkpoint
+    lacks it (β = 0) and the stop-score head is neutralised (w = 0, b = −30/α, so h ≈ 1e-13 and no token halts
+    on its own); the depth cap D then forces every token to halt at layer D with weight 1 − Σh ≈ 1 — a fixed
+    early exit after D layers.
+    Static pruning (``sp:R``, RecViT-SP; the width part of ``sdw``): dynamic width is switched on if the
+    checkpoint lacks it (importance scores 0: units kept in index order) and every threshold ξ is set to 30/γ so
+    that K(ξ, σ²) = 100 % at every SNR; the width scale 1 − R then keeps the ceil(n·(1 − R)) most important
+    units of every component — a static pruning ratio.
     """
     if baseline is None:
         return model, cfg, overrides
@@ -59,27 +62,28 @@ def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, floa
     from edgesc.models.depth import DepthController
     from edgesc.models.width import WidthController
 
-    kind, value = baseline
+    kind = baseline.kind
+    fix_depth, fix_width = baseline.depth is not None, baseline.prune is not None
     overrides = dict(overrides)
     d = cfg.to_dict()
-    if kind == "ee":
-        depth = int(value)
+    if fix_depth:
+        depth = int(baseline.depth)
         layers = min(cfg.encoder.layers, cfg.decoder.layers)
         if depth > layers:
-            raise OptionError(f"--baseline ee:{depth}: the model has only {layers} layers per side")
+            raise OptionError(f"--baseline {baseline.label}: the model has only {layers} layers per side")
         if overrides.get("depth") is not None:
-            raise OptionError("--baseline ee:D sets the depth; do not pass --depth as well")
+            raise OptionError(f"--baseline {baseline.label} sets the depth; do not pass --depth as well")
         if cfg.depth.alpha <= 0:
-            raise OptionError("--baseline ee:D needs depth.alpha > 0")
+            raise OptionError(f"--baseline {baseline.label} needs depth.alpha > 0")
         overrides["depth"] = depth
         if not cfg.depth.enabled:
             d["depth"] = {**d["depth"], "enabled": True, "beta": 0.0}
-    else:
+    if fix_width:
         if overrides.get("width") is not None:
-            raise OptionError("--baseline sp:R sets the width; do not pass --width as well")
+            raise OptionError(f"--baseline {baseline.label} sets the width; do not pass --width as well")
         if cfg.width.gamma == 0:
-            raise OptionError("--baseline sp:R needs width.gamma != 0")
-        overrides["width"] = 1.0 - float(value)
+            raise OptionError(f"--baseline {baseline.label} needs width.gamma != 0")
+        overrides["width"] = 1.0 - float(baseline.prune)
         if not cfg.width.enabled:
             d["width"] = {**d["width"], "enabled": True}
     new_cfg = from_dict(d)
@@ -93,11 +97,11 @@ def baseline_model(model: nn.Module, cfg: ModelConfig, baseline: tuple[str, floa
     fresh = {k for k in own if k not in old_state}
     with torch.no_grad():
         for name, mod in new_model.named_modules():
-            if kind == "ee" and isinstance(mod, DepthController):
+            if fix_depth and isinstance(mod, DepthController):
                 mod.halt.weight.zero_()
                 mod.halt.bias.fill_(-NEUTRAL_LOGIT / mod.alpha)
                 fresh -= {f"{name}.halt.weight", f"{name}.halt.bias"}
-            if kind == "sp" and isinstance(mod, WidthController):
+            if fix_width and isinstance(mod, WidthController):
                 mod.xi.fill_(NEUTRAL_LOGIT / mod.gamma)
                 if f"{name}.head_scores" in fresh:
                     mod.head_scores.zero_()
@@ -190,7 +194,7 @@ def evaluate_model(
     max_batches: int | None = None,
     device: torch.device | str = "cpu",
     overrides: dict[str, Any] | None = None,
-    baseline: tuple[str, float] | None = None,
+    baseline: Baseline | None = None,
     count_flops: bool = True,
     seed: int = 0,
     split: str = "test",
@@ -273,7 +277,7 @@ def evaluate_model(
         "task": cfg.task,
         "channel": channel,
         "controls": {k: overrides.get(k) for k in ("budget", "depth", "width", "ratio")},
-        "baseline": None if baseline is None else f"{baseline[0]}:{baseline[1]:g}",
+        "baseline": None if baseline is None else baseline.label,
         "quality_keys": list(quality),
         "results": rows,
     }

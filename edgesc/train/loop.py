@@ -134,19 +134,11 @@ def task_metric(task: str, output: torch.Tensor, images: torch.Tensor, labels: t
 
 
 def training_channel(name: str, erasure: float) -> Callable[[torch.Tensor, torch.Tensor], Any]:
-    """The channel layer of the training form. With token erasure it returns ``(received, lost)`` so that the
-    model marks lost tokens (contract: the training form zeroes them and marks them lost)."""
+    """The channel layer of the training form (``edgesc.channels.make_channel``). With token erasure the model
+    reads the channel's ``last_keep`` mask and treats erased tokens as dropped (contract: zeroed and marked)."""
     from edgesc.channels import make_channel
 
-    channel = make_channel(name, erasure)
-    if erasure <= 0:
-        return channel
-
-    def send(symbols: torch.Tensor, snr_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        received, keep = channel.transmit(symbols, snr_db)
-        return received, ~keep
-
-    return send
+    return make_channel(name, erasure)
 
 
 class TrainStep(nn.Module):
@@ -327,6 +319,8 @@ def train_stage(
                       metric_name: task_metric(cfg.task, output, images, labels)}
             values.update({f"loss_{k}": float(v.detach()) for k, v in aux.items()})
             values.update({k: f for k, v in stats.items() if (f := _float(k, v)) is not None})
+            if isinstance(stats.get("keep"), torch.Tensor):  # tokens that reached the decoder (budget, erasure)
+                values["received_fraction"] = float(stats["keep"].detach().float().mean())
             for k, v in values.items():
                 window.setdefault(k, []).append(v)
             if step % run.log_every == 0 or step == stop:

@@ -59,22 +59,45 @@ def parse_float_list(text: str, option: str) -> list[float]:
     return [_float(t, option, s) for t in items]
 
 
-def parse_baseline(text: str | None) -> tuple[str, float] | None:
-    """``ee:D`` (fixed early exit at depth D, no halting) or ``sp:R`` (static pruning ratio R in [0, 1))."""
+@dataclass(frozen=True)
+class Baseline:
+    """A paper-000 baseline as a configuration: RecViT-EE (``depth``), RecViT-SP (``prune``) or RecViT-SDW (both)."""
+
+    kind: str  # "ee" | "sp" | "sdw"
+    depth: int | None = None  # fixed number of layers per side (early exit)
+    prune: float | None = None  # static pruning ratio R: width scale 1 - R, K(ξ, σ²) pinned to 100 %
+
+    @property
+    def label(self) -> str:
+        parts = [str(self.depth)] if self.depth is not None else []
+        parts += [f"{self.prune:g}"] if self.prune is not None else []
+        return f"{self.kind}:{':'.join(parts)}"
+
+
+def parse_baseline(text: str | None) -> Baseline | None:
+    """``ee:D`` (fixed early exit after D layers, no halting), ``sp:R`` (static pruning ratio R in [0, 1)) or
+    ``sdw:D:R`` (both: RecViT-SDW, fixed depth and width)."""
     if text is None or str(text).strip() == "":
         return None
     s = str(text).strip()
-    kind, _, arg = s.partition(":")
+    kind, *args = s.split(":")
     kind = kind.lower()
-    if kind not in ("ee", "sp") or not arg:
-        raise OptionError(f"--baseline {s!r}: expected ee:DEPTH or sp:PRUNE_RATIO")
-    value = _float(arg, "--baseline", s)
-    if kind == "ee":
-        if value != int(value) or value < 1:
+    expected = {"ee": 1, "sp": 1, "sdw": 2}
+    if kind not in expected or len(args) != expected[kind] or not all(a.strip() for a in args):
+        raise OptionError(f"--baseline {s!r}: expected ee:DEPTH, sp:PRUNE_RATIO or sdw:DEPTH:PRUNE_RATIO")
+    values = [_float(a, "--baseline", s) for a in args]
+    depth = prune = None
+    if kind in ("ee", "sdw"):
+        d = values[0]
+        if d != int(d) or d < 1:
             raise OptionError(f"--baseline {s!r}: the early-exit depth must be an integer >= 1")
-    elif not (0.0 <= value < 1.0):
-        raise OptionError(f"--baseline {s!r}: the static pruning ratio must be in [0, 1)")
-    return kind, value
+        depth = int(d)
+    if kind in ("sp", "sdw"):
+        r = values[-1]
+        if not (0.0 <= r < 1.0):
+            raise OptionError(f"--baseline {s!r}: the static pruning ratio must be in [0, 1)")
+        prune = r
+    return Baseline(kind, depth, prune)
 
 
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
