@@ -19,7 +19,7 @@ out_console = Console() if sys.stdout.isatty() else Console(width=160)
 def train_cmd(
     model: str = typer.Option(..., "--model", help="preset name (e.g. recvit) or a config .toml"),
     out: Path = typer.Option(..., "--out", help="output folder: checkpoints, log.jsonl (and pareto.json)"),
-    data: Optional[str] = typer.Option(None, "--data", help="data set (e.g. photos32, digits32, a path); default: preset"),
+    data: Optional[str] = typer.Option(None, "--data", help="photos32 | digits32 | cifar10:PATH | folder:PATH; default: the preset's"),
     channel: Optional[str] = typer.Option(None, "--channel", help="awgn | rayleigh | rayleigh-nocsi"),
     snr_db: Optional[str] = typer.Option(None, "--snr-db", help="training SNR range LO:HI in dB, drawn per batch"),
     steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (width stage steps for joint)"),
