@@ -38,10 +38,9 @@ def halting_step(h: Tensor, active: Tensor, cumulative: Tensor, forced: Tensor, 
     ``h``: stop scores of this layer (any value where ``active`` is false); ``forced``: bool tensor (0-d or
     broadcastable), true at the last layer / the depth cap, where ``h = 1``.
     """
-    one = torch.ones_like(h)
-    h = torch.where(forced, one, h)
-    h = torch.where(active, h, torch.zeros_like(h))
-    remainder = one - cumulative
+    h = torch.where(forced, 1.0, h)
+    h = torch.where(active, h, 0.0)
+    remainder = 1.0 - cumulative
     halted = active & ((cumulative + h >= threshold) | forced)
     weight = torch.where(halted, remainder, h)
     return HaltStep(weight, cumulative + h, active & ~halted, halted, remainder)

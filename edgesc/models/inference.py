@@ -111,14 +111,14 @@ class _InfBlock(nn.Module):
         qkv_b = blk.qkv.bias.detach().reshape(3, h, dh)
         proj_w = blk.proj.weight.detach().reshape(e, h, dh)
         self.qkv_w = nn.ParameterList(_param(qkv_w[:, u].reshape(-1, e).t()) for u in head_units)  # [E, 3·nh·dh]
-        self.qkv_b = nn.ParameterList(_param(qkv_b[:, u].reshape(-1)) for u in head_units)
+        self.qkv_bs = _param(torch.stack([qkv_b[:, u].reshape(1, 1, -1) for u in head_units]))  # [U, 1, 1, 3·nh·dh]
         self.o_w = nn.ParameterList(_param(proj_w[:, u].reshape(e, -1).t()) for u in head_units)  # [nh·dh, E]
         self.o_b = _param(blk.proj.bias)
         fc1_w = blk.fc1.weight.detach().reshape(g, dg, e)
         fc1_b = blk.fc1.bias.detach().reshape(g, dg)
         fc2_w = blk.fc2.weight.detach().reshape(e, g, dg)
         self.fc1_w = nn.ParameterList(_param(fc1_w[u].reshape(-1, e).t()) for u in group_units)  # [E, ng·dg]
-        self.fc1_b = nn.ParameterList(_param(fc1_b[u].reshape(-1)) for u in group_units)
+        self.fc1_bs = _param(torch.stack([fc1_b[u].reshape(1, -1) for u in group_units]))  # [U, 1, ng·dg]
         self.fc2_w = nn.ParameterList(_param(fc2_w[:, u].reshape(e, -1).t()) for u in group_units)  # [ng·dg, E]
         self.fc2_b = _param(blk.fc2.bias)
 
@@ -126,47 +126,59 @@ class _InfBlock(nn.Module):
         """Update the active rows of ``xb`` [Bb, T, E].
 
         ``act``: local flat indices (into ``Bb·T``) of the active rows, ``None`` = all rows. Returns the updated
-        active rows [n, E]. ``head_on`` / ``group_on``: per unit 0/1 ints (unit ``u`` runs iff 1; ``None``: all
-        units run); unit 0 always runs.
+        active rows [n, E]. ``head_on`` / ``group_on``: per unit 0/1 ints (unit ``u`` runs iff 1; ``None``: one
+        unit holding all heads / groups); unit 0 always runs.
         """
         bb, t, e = xb.shape
-        nh, dh = self.heads_per_unit, self.head_dim
-        hn = self.ln1(xb)
         x_rows = xb.reshape(bb * t, e)
         if act is not None:
             x_rows = x_rows.index_select(0, act)
-        n = x_rows.shape[0]
-        attn_out = None
-        for u in range(len(self.qkv_w)):
-            if u == 0 or head_on is None:
-                b_u, n_u, idx = bb, n, act
-            else:
-                b_u, n_u = _scaled(head_on[u], bb), _scaled(head_on[u], n)
-                idx = None if act is None else act[:n_u]
-            qkv = hn[:b_u] @ self.qkv_w[u] + self.qkv_b[u]  # [b_u, T, 3·nh·dh]
-            if nh == 1:
-                q, k, v = qkv.split(dh, dim=-1)  # [b_u, T, dh]
-                att = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v
-            else:
-                qkv = qkv.reshape(b_u, t, 3, nh, dh).permute(2, 0, 3, 1, 4)
-                q, k, v = qkv[0], qkv[1], qkv[2]  # [b_u, nh, T, dh]
-                att = (torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2)
-            o = att.reshape(b_u * t, nh * dh)
-            if idx is not None:
-                o = o.index_select(0, idx)
-            y = o @ self.o_w[u]
-            attn_out = y if attn_out is None else attn_out + _pad_rows(y, n)
-        assert attn_out is not None
-        z = x_rows + (attn_out + self.o_b)
-        hn2 = self.ln2(z)
+        z = x_rows + (self._attention(self.ln1(xb), act, head_on) + self.o_b)
+        return z + (self._mlp(self.ln2(z), group_on) + self.fc2_b)
+
+    def _attention(self, hn: Tensor, act: Tensor | None, flags: list | None) -> Tensor:
+        """MHSA output projection (without bias) for the active rows [n, E].
+
+        Width-gated form: unit ``u`` computes its Q/K/V on ``hn[:f_u·Bb]`` (row gating, its own weight tensor);
+        the results are concatenated unit-major, attention runs batched over (unit, image) pairs, and one Split
+        routes each unit's active rows to its own output-projection tensor; the unit outputs are summed.
+        """
+        bb, t, e = hn.shape
+        nh, dh = self.heads_per_unit, self.head_dim
+        flags = [1] if flags is None else flags
+        kh = sum(flags)  # units that run (a SymInt when exported)
+        parts = [hn] + [hn[: _scaled(f, bb)] for f in flags[1:]]
+        qkv = torch.cat([p @ w for p, w in zip(parts, self.qkv_w)], dim=0)  # [kh·Bb, T, 3·nh·dh]
+        qkv = qkv.reshape(kh, bb, t, 3 * nh * dh) + self.qkv_bs[:kh]
+        if nh == 1:
+            q, k, v = qkv.split(dh, dim=-1)  # [kh, Bb, T, dh]
+            att = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v
+        else:  # one unit holding all heads (width disabled)
+            qkv = qkv.reshape(bb, t, 3, nh, dh).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # [Bb, nh, T, dh]
+            att = (torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2)
+        o = att.reshape(kh, bb * t, nh * dh)
+        if act is not None:
+            o = o.index_select(1, act)
+        n = o.shape[1]
+        if len(flags) == 1:
+            return o.reshape(n, nh * dh) @ self.o_w[0]
+        pieces = torch.split(o.reshape(kh * n, nh * dh), [n] + [f * n for f in flags[1:]])
+        return torch.cat([p @ w for p, w in zip(pieces, self.o_w)], dim=0).reshape(kh, n, e).sum(dim=0)
+
+    def _mlp(self, hn2: Tensor, flags: list | None) -> Tensor:
+        """MLP output (without the second bias) for rows ``hn2`` [n, E]; groups gated like the heads."""
+        n, e = hn2.shape
         act_fn = activation_fn(self.activation)
-        mlp_out = None
-        for u in range(len(self.fc1_w)):
-            xs = hn2 if (u == 0 or group_on is None) else hn2[: _scaled(group_on[u], n)]
-            y = act_fn(xs @ self.fc1_w[u] + self.fc1_b[u]) @ self.fc2_w[u]
-            mlp_out = y if mlp_out is None else mlp_out + _pad_rows(y, n)
-        assert mlp_out is not None
-        return z + (mlp_out + self.fc2_b)
+        if flags is None:
+            return act_fn(hn2 @ self.fc1_w[0] + self.fc1_bs[0]) @ self.fc2_w[0]
+        kg = sum(flags)
+        parts = [hn2] + [hn2[: _scaled(f, n)] for f in flags[1:]]
+        hid = torch.cat([p @ w for p, w in zip(parts, self.fc1_w)], dim=0)  # [kg·n, dg]
+        dg = self.fc1_bs.shape[-1]
+        hid = act_fn(hid.reshape(kg, n, dg) + self.fc1_bs[:kg])
+        pieces = torch.split(hid.reshape(kg * n, dg), [n] + [f * n for f in flags[1:]])
+        return torch.cat([p @ w for p, w in zip(pieces, self.fc2_w)], dim=0).reshape(kg, n, e).sum(dim=0)
 
 
 class _InfSide(nn.Module):
@@ -227,6 +239,12 @@ class _InfSide(nn.Module):
     def run(self, state: dict[str, Tensor], start: int, stop: int, keep: Tensor | None, depth: Tensor | None,
             noise_var: Tensor | None, counts: list[Tensor], flags: dict | None = None) -> dict[str, Tensor]:
         flags = {} if flags is None else flags
+        grid = None
+        channel = None
+        if self.depth_enabled:
+            x0 = state["x"]
+            grid = torch.arange(x0.shape[0] * x0.shape[1], device=x0.device).reshape(x0.shape[0], x0.shape[1])
+            channel = self.beta * noise_var  # βσ² of Eq. 21, once per graph
         for layer in range(start, stop):
             u = layer // self.recursions
             blk = self.blocks[u]
@@ -243,8 +261,9 @@ class _InfSide(nn.Module):
                 state["x"] = blk(x, None, kh, kg).reshape(b, t, e)
                 continue
             p, hc = state["p"], state["hc"]
-            counts.append(p.sum(dim=1))
-            img_idx = torch.nonzero(p.any(dim=1)).squeeze(1)  # images with any active token
+            count = p.sum(dim=1)
+            counts.append(count)
+            img_idx = torch.nonzero(count > 0).squeeze(1)  # images with any active token
             xb = x.index_select(0, img_idx)
             act = torch.nonzero(p.index_select(0, img_idx).reshape(-1)).squeeze(1)  # local active rows
             z = blk(xb, act, kh, kg)  # [n, E]
@@ -253,8 +272,8 @@ class _InfSide(nn.Module):
                 h = torch.ones(z.shape[0], dtype=x.dtype, device=x.device)
             else:
                 logit = torch.addmm(self.halt_b, z, self.halt_w).squeeze(1)
-                h = torch.sigmoid(self.alpha * logit - self.beta * noise_var)  # Eq. 21
-            grid = torch.arange(b * t, device=x.device).reshape(b, t)
+                h = torch.sigmoid(self.alpha * logit - channel)  # Eq. 21
+            assert grid is not None
             gidx = grid.index_select(0, img_idx).reshape(-1).index_select(0, act)  # global flat rows
             x_new = x.reshape(b * t, e).index_put((gidx,), z).reshape(b, t, e)
             h_full = torch.zeros(b * t, dtype=x.dtype, device=x.device).index_put((gidx,), h).reshape(b, t)
