@@ -5,9 +5,10 @@ For each control setting, the *dynamic* encoder (controls as inputs) and a *stat
 setting frozen in (budget → constant TopK K) are timed at batch 1 and 8 with interleaved runs (dynamic, static,
 dynamic, ...; ``--rounds`` rounds of ``--iters`` calls each, single-threaded sessions) and compared by medians.
 
-Grid (representative subset: one control varied at a time around the default, since every combination would
-need one static export each): budget ∈ {1, .5, .25, .125} at full depth and width; every depth level at budget 1;
-every width level at budget 1. Targets (checked and written with the results):
+Grid (one control varied at a time around the default, since every setting needs its own static export):
+``--grid subset`` (default) = budget ∈ {1, .5, .25, .125} at full depth and width, depth ∈ {1, L/2} and width ∈
+{0.5, minimum} at budget 1; ``--grid full`` = every depth and width level. Targets (checked and written with the
+results):
 - dynamic ≤ 1.10× static at every measured point;
 - the 64-token preset's encoder at budget 0.25 ≤ 0.40× its budget-1 latency;
 - exported weight bytes (encoder + decoder graphs) ≤ 1.05× the model's parameter bytes.
@@ -62,13 +63,21 @@ def _time(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], iters: int) 
     return (time.perf_counter() - t) / iters * 1e3  # ms per call
 
 
-def settings_grid(cfg, quick: bool) -> list[dict[str, Any]]:
+def settings_grid(cfg, mode: str) -> list[dict[str, Any]]:
+    """``budget``: budget levels only; ``subset``: + the shallowest and half depth, + width 0.5 and the minimum
+    width; ``full``: + every depth level and every width level. One static export per setting."""
     specs = all_specs(cfg)["encoder"]
     default = {k: s["default"] for k, s in specs.items()}
     grid = [{**default, "budget": b} for b in specs["budget"]["levels"]]
-    if not quick:
-        grid += [{**default, "depth": d} for d in specs["depth"]["levels"] if d != default["depth"]]
-        grid += [{**default, "width": w} for w in specs["width"]["levels"] if w != default["width"]]
+    if mode == "budget":
+        return grid
+    depths = [d for d in specs["depth"]["levels"] if d != default["depth"]]
+    widths = [w for w in specs["width"]["levels"] if w != default["width"]]
+    if mode == "subset":
+        depths = sorted({depths[0], default["depth"] // 2} & set(depths))
+        widths = sorted({0.5, min(widths)} & set(widths), reverse=True)
+    grid += [{**default, "depth": d} for d in depths]
+    grid += [{**default, "width": w} for w in widths]
     return grid
 
 
@@ -77,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="unified")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="budget levels only, 3 rounds of 3 calls")
+    ap.add_argument("--grid", choices=("budget", "subset", "full"), default="subset",
+                    help="settings measured (each needs one static export; 'full' = every level)")
     ap.add_argument("--out", type=Path, default=RESULTS / "export_bench.json")
     args = ap.parse_args(argv)
     if args.quick:
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     pbytes = param_bytes(model)
     wbytes = {"encoder": weight_bytes(enc_dyn), "decoder": weight_bytes(dec_dyn)}
     dyn_sess = _session(enc_dyn)
-    grid = settings_grid(cfg, args.quick)
+    grid = settings_grid(cfg, "budget" if args.quick else args.grid)
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     for i, setting in enumerate(grid):
@@ -143,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "note": "2 CPU cores shared with other jobs: absolute times are noisy, ratios less so"},
         "method": {"rounds": args.rounds, "iters_per_round": args.iters, "interleaved": True, "statistic": "median",
-                   "grid": "one control varied at a time around the default (budget levels; depth levels; width "
-                           "levels)" + (" — quick: budget only" if args.quick else ""),
+                   "grid": ("budget" if args.quick else args.grid) + ": one control varied at a time around the "
+                           "default; 'subset' = every budget level, depth 1 and L/2, width 0.5 and the minimum "
+                           "(a static export per setting takes minutes on this shared machine; --grid full "
+                           "measures every depth and width level)",
                    "halting": "untrained stop scores (bias -3) never halt before the cap: depth = the depth control"},
         "targets": targets, "rows": rows, "seconds": time.time() - t0,
     }

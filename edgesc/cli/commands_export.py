@@ -36,7 +36,8 @@ def export_cmd(
     precision: str = typer.Option("fp32", help="fp32 or fp16 (mixed: control arithmetic and I/O stay fp32)."),
     batch: str = typer.Option("dynamic", help="'dynamic' or a fixed batch size."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the PyTorch vs ONNX Runtime parity check."),
-    targets: str = typer.Option("", help="Comma-separated deployment targets to audit for (e.g. jetson-orin-nano)."),
+    targets: str = typer.Option("", help="Comma-separated deployment targets to audit for (default: every "
+                                         "TensorRT target), e.g. jetson-orin-nano,server-gpu."),
 ) -> None:
     """Export a checkpoint to ONNX encoder/decoder graphs with a manifest, validated and audited for TensorRT."""
     if precision not in ("fp32", "fp16"):
@@ -49,7 +50,8 @@ def export_cmd(
         from edgesc.export.onnx_export import export_model
 
         res = export_model(checkpoint, out, dynamic=dynamic, frozen_controls=frozen, opset=opset, precision=precision,
-                           batch=b, validate=not no_validate, targets=[t for t in targets.split(",") if t.strip()])
+                           batch=b, validate=not no_validate,
+                           targets=[t.strip() for t in targets.split(",") if t.strip()] or None)
         _print_export(res)
         if not res.valid:
             fail(f"validation failed: see {res.manifest_path} (use --no-validate to export anyway)", code=1)

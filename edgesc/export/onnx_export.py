@@ -273,8 +273,8 @@ def export_model(ckpt_or_model: str | Path | nn.Module, out_dir: str | Path, dyn
         raise ExportError(f"precision must be fp32 or fp16, got {precision!r}")
     if batch != "dynamic" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise ExportError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
-    if not (7 <= opset <= 23):
-        raise ExportError(f"opset {opset} is not supported by the dynamo exporter here (use 18-23; 20 is the default)")
+    if not (18 <= opset <= 23):
+        raise ExportError(f"opset {opset} is not supported here: the dynamo exporter targets opset 18-23 (default 20)")
     tlist = load_targets(list(targets) if targets is not None else
                          [t for t in list_targets() if load_targets([t])[0].runtime == "tensorrt"])
     cfg, model, model_id, model_hash = resolve_model(ckpt_or_model)
@@ -341,8 +341,13 @@ def export_model(ckpt_or_model: str | Path | nn.Module, out_dir: str | Path, dyn
     for g in graphs:
         for v, res in (audit.get(g) or {}).items():
             r = AuditResult.from_dict(res)
-            if not r.ok or r.warnings:
-                reports.append(r.report(f"audit {g}"))
+            if not r.ok:
+                reports.append(r.report(f"audit {g}"))  # every offending node, then the warnings
+            else:
+                line = r.report(f"audit {g}").splitlines()[0]
+                if r.data_dependent_shapes:
+                    line += " — data-dependent shapes: the TensorRT runtime needs an output allocator, no CUDA graphs"
+                reports.append(line)
 
     valid = True
     if validate:
