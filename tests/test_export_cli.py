@@ -58,6 +58,8 @@ def test_unknown_target(ckpts, tmp_path):
 def test_bad_options(ckpts, tmp_path):
     assert _export(str(ckpts["vit-tiny"]), "--out", str(tmp_path / "o"), "--precision", "int8").exit_code == 2
     assert _export(str(ckpts["vit-tiny"]), "--out", str(tmp_path / "o"), "--batch", "zero").exit_code == 2
+    r = _export(str(ckpts["vit-tiny"]), "--out", str(tmp_path / "o"), "--opset", "11")
+    assert r.exit_code == 2 and "opset 11" in r.output
 
 
 @pytest.mark.slow

@@ -101,3 +101,19 @@ def test_audit_of_dynamic_budget_graph(exports):
     assert r.ok
     assert any(w.op == "TopK" and "budget" in w.reason for w in r.warnings)  # run-time K from the budget input
     assert not audit_model(res.out_dir / "encoder.onnx", "8.5").ok  # run-time K refused before 8.6 (+ opset)
+
+
+def test_fp16_export_of_a_tiny_family(tmp_path):
+    """--precision fp16: graph I/O stays fp32, weights shrink, parity with the fp32 model within the fp16 tolerance."""
+    torch.set_num_threads(1)
+    cfg = load_preset("recvit-tiny")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    res = export_model(model, tmp_path / "fp16", precision="fp16", validation_settings=6, targets=["server-gpu"])
+    m = res.manifest
+    assert res.valid, m["validation"]["failures"]
+    assert m["validation"]["tolerance"] == 5e-2 and m["validation"]["integer_agreement"] >= 0.9
+    assert all(i["dtype"] in ("float32", "int64") for g in m["graphs"].values() for i in g["inputs"] + g["outputs"])
+    assert m["export"]["weights"]["ratio_to_parameters"] < 0.8  # most weights stored in fp16
+    assert m["export"]["fp16"]["encoder"]["kept_ops"].get("LayerNormalization")
+    assert m["audit"]["ok"]
