@@ -51,16 +51,19 @@ def _cfg(selection: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=3000, help="steps of each fixed-α model")
+    ap.add_argument("--sampled-steps", type=int, default=None,
+                    help="steps of each α-sampled model (default 2 × --steps: the compute of the two fixed models)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--slots", type=int, default=10000)
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints in runs/token_budget")
     ap.add_argument("--only", default=None, help="comma list of variant names")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "token_budget.json")
+    ap.add_argument("--tag", default="", help="suffix of the checkpoint folder (runs/token_budget<tag>)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    runs = ROOT.parent / "runs" / "token_budget"
+    runs = ROOT.parent / "runs" / f"token_budget{args.tag}"
     runs.mkdir(parents=True, exist_ok=True)
     base = load_preset("token-vit-tiny")
     x_tr, y_tr = load_images("digits32", base, None, "train")
@@ -70,7 +73,9 @@ def main() -> None:
         "experiment": "token budget: sampled vs fixed α, soft vs hard, adherence, Lyapunov control",
         "preset": "token-vit-tiny", "data": "digits32", "train_images": int(x_tr.shape[0]),
         "test_images": int(x_te.shape[0]), "num_patches": m, "eval_snr_db": EVAL_SNR, "channel": base.train.channel,
-        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+        "train": {"steps_fixed": args.steps, "steps_sampled": args.sampled_steps or 2 * args.steps,
+                  "batch_size": args.batch_size, "lr": args.lr,
+                  "topk_penalty": "dropped in top-k training (budget met by construction; see budget_train.py)",
                   "snr_db": list(base.train.snr_db), "schedule": "AdamW, warm-up + cosine, grad clip 1"},
         "host": {"machine": platform.machine(), "torch": torch.__version__, "threads": 1},
         "models": {},
@@ -87,16 +92,19 @@ def main() -> None:
             from edgesc.train.checkpoint import load_checkpoint
 
             _, model, meta = load_checkpoint(ckpt)
-            log = meta.get("metrics", {})
+            log = dict(meta.get("metrics", {}))
+            log.setdefault("steps", meta.get("step"))
             seconds = log.get("train_seconds")
         else:
-            model, tl = train_budget_model(cfg, x_tr, y_tr, args.steps, budget=budget, batch_size=args.batch_size,
+            steps = (args.sampled_steps or 2 * args.steps) if budget == "sampled" else args.steps
+            model, tl = train_budget_model(cfg, x_tr, y_tr, steps, budget=budget, batch_size=args.batch_size,
                                            lr=args.lr, seed=0, log_every=100)
             seconds = tl.seconds
             log = {"loss_curve": tl.loss, "budget_penalty_curve": tl.budget_penalty, "train_seconds": tl.seconds}
             from edgesc.train.checkpoint import save_checkpoint
 
-            save_checkpoint(ckpt, cfg=cfg, model=model, step=args.steps, metrics=log)
+            log["steps"] = steps
+            save_checkpoint(ckpt, cfg=cfg, model=model, step=steps, metrics=log)
         print(f"{name}: trained in {seconds or 0:.0f} s", flush=True)
         ev = Evaluator(model, channel=cfg.train.channel, batch_size=256, seed=0)
         clean = Evaluator(model, channel="none", batch_size=256)
@@ -111,7 +119,7 @@ def main() -> None:
                          "soft_nonzero": soft["nonzero"], "hard_kept": (kept_tokens(cfg, a) - int(cfg.class_token)) / m})
             print(f"  α={a:g}: hard {rows[-1]['hard_acc']:.3f} soft {soft['metric']:.3f} "
                   f"mean-mask {soft['mean_mask']:.3f} nonzero {soft['nonzero']:.3f}", flush=True)
-        result["models"][name] = {"train_budget": budget, "train_selection": selection,
+        result["models"][name] = {"train_budget": budget, "train_selection": selection, "steps": log.get("steps"),
                                   "train_seconds": seconds, "final_loss": (log.get("loss_curve") or [None])[-1],
                                   "eval": rows}
         trained[name] = model
@@ -124,7 +132,7 @@ def main() -> None:
             continue
         table = profile(trained[name], x_te, y_te, ALPHAS, None, (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0),
                         channel=base.train.channel, batch_size=256, seed=0)
-        table["checkpoint"] = f"runs/token_budget/{name}.pt"
+        table["checkpoint"] = f"runs/token_budget{args.tag}/{name}.pt"
         write_json(table, runs / f"proxy-{name}.json")
         result["proxy"][name] = {k: table[k] for k in ("budgets", "symbols", "snr_db", "accuracy", "symbol_ratio")}
         from edgesc_runtime.controller import ProxyTable

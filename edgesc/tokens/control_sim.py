@@ -207,7 +207,7 @@ def simulate(
     try:
         if search:
             tune = process.sample(slots, seed=seed)
-            found = LyapunovController.search(table, b, V_grid, mu_grid, tune, tail=tail)
+            found = LyapunovController.search(table, b, V_grid, mu_grid, tune, tail=tail, tolerance=tolerance)
             V, mu = _select(found, b, criterion, tolerance)
             result["search"] = {"V_grid": [float(v) for v in V_grid], "mu_grid": [float(m) for m in mu_grid],
                                 "criterion": criterion, "tolerance": tolerance, "rows": found.rows,
