@@ -7,7 +7,13 @@ from __future__ import annotations
 
 
 class EdgescError(Exception):
-    """Base class of every user-facing edgesc error."""
+    """Base class of every user-facing edgesc error.
+
+    ``exit_code`` is what the CLI exits with: 2 for bad input (the default), 1 for a job that failed on valid
+    input (:class:`JobFailed`).
+    """
+
+    exit_code: int = 2
 
 
 class ConfigError(EdgescError):
@@ -28,3 +34,9 @@ class ControlError(EdgescError):
 
 class ExportError(EdgescError):
     """Export, validation, audit or compilation failed."""
+
+
+class JobFailed(EdgescError):
+    """A job failed on valid input (e.g. training diverged to a non-finite loss). The CLI exits with code 1."""
+
+    exit_code = 1
