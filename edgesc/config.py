@@ -240,6 +240,12 @@ def from_dict(raw: dict[str, Any]) -> ModelConfig:
 def validate(cfg: ModelConfig) -> None:
     """Check cross-field consistency; raise :class:`ConfigError` naming the problem."""
     n = cfg.name
+    for key in ("image_size", "channels", "patch_size", "embed_dim", "heads", "mlp_ratio", "mlp_groups"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{n}: {key} must be a positive integer, got {getattr(cfg, key)}")
+    if cfg.num_classes < 0:
+        raise ConfigError(f"{n}: num_classes must be >= 0, got {cfg.num_classes}")
+    _check_finite(cfg)
     if cfg.task not in ("reconstruction", "classification"):
         raise ConfigError(f"{n}: task must be 'reconstruction' or 'classification', got {cfg.task!r}")
     if cfg.image_size <= 0 or cfg.patch_size <= 0 or cfg.image_size % cfg.patch_size:
@@ -261,8 +267,15 @@ def validate(cfg: ModelConfig) -> None:
             raise ConfigError(f"{n}: [{side}] units and recursions must be >= 1")
     if cfg.depth.enabled and not (0.0 < cfg.depth.threshold <= 1.0):
         raise ConfigError(f"{n}: depth.threshold must be in (0, 1], got {cfg.depth.threshold}")
+    if cfg.depth.enabled and (cfg.depth.alpha <= 0 or cfg.depth.beta < 0 or cfg.depth.tau < 0):
+        raise ConfigError(f"{n}: depth.alpha must be > 0 and depth.beta, depth.tau >= 0, got alpha "
+                          f"{cfg.depth.alpha}, beta {cfg.depth.beta}, tau {cfg.depth.tau}")
     if cfg.width.enabled and not (0.0 <= cfg.width.target_prune < 1.0):
         raise ConfigError(f"{n}: width.target_prune must be in [0, 1), got {cfg.width.target_prune}")
+    w = cfg.width
+    if w.enabled and (w.gamma <= 0 or w.lambda_min < 0 or w.lambda_max < w.lambda_min):
+        raise ConfigError(f"{n}: width needs gamma > 0 and 0 <= lambda_min <= lambda_max, got gamma {w.gamma}, "
+                          f"lambda_min {w.lambda_min}, lambda_max {w.lambda_max}")
     t = cfg.tokens
     if t.enabled:
         if t.penalty not in ("local", "global"):
@@ -275,17 +288,39 @@ def validate(cfg: ModelConfig) -> None:
             raise ConfigError(f"{n}: tokens.adaptive_layers must lie in [0, {cfg.encoder.layers})")
         if list(t.adaptive_layers) != sorted(set(t.adaptive_layers)):
             raise ConfigError(f"{n}: tokens.adaptive_layers must be strictly increasing")
+        if t.margin < 0 or t.inner_weight < 0 or t.output_weight < 0:
+            raise ConfigError(f"{n}: tokens.margin, tokens.inner_weight and tokens.output_weight must be >= 0")
     if not cfg.coder.symbols or any(s < 1 for s in cfg.coder.symbols):
         raise ConfigError(f"{n}: coder.symbols must be a non-empty list of positive integers")
+    if cfg.coder.hidden < 0:
+        raise ConfigError(f"{n}: coder.hidden must be >= 0 (0: linear coder), got {cfg.coder.hidden}")
     tr = cfg.train
     if len(tr.snr_db) != 2 or tr.snr_db[0] > tr.snr_db[1]:
-        raise ConfigError(f"{n}: train.snr_db must be [low, high] with low <= high")
+        raise ConfigError(f"{n}: train.snr_db must be [low, high] with low <= high, got {list(tr.snr_db)}")
+    for key, low in (("batch_size", 1), ("steps", 1), ("warmup_steps", 0)):
+        if getattr(tr, key) < low:
+            raise ConfigError(f"{n}: train.{key} must be >= {low}, got {getattr(tr, key)}")
+    if tr.weight_decay < 0:
+        raise ConfigError(f"{n}: train.weight_decay must be >= 0, got {tr.weight_decay}")
     if tr.channel not in ("awgn", "rayleigh", "rayleigh-nocsi"):
         raise ConfigError(f"{n}: train.channel must be awgn, rayleigh or rayleigh-nocsi, got {tr.channel!r}")
     if tr.stage not in ("full", "width", "depth", "joint"):
         raise ConfigError(f"{n}: train.stage must be full, width, depth or joint, got {tr.stage!r}")
-    if not (0.0 <= tr.erasure < 1.0) or not math.isfinite(tr.lr) or tr.lr <= 0:
-        raise ConfigError(f"{n}: train.erasure must be in [0, 1) and train.lr positive")
+    if not (0.0 <= tr.erasure < 1.0):
+        raise ConfigError(f"{n}: train.erasure must be in [0, 1), got {tr.erasure}")
+    if tr.lr <= 0:
+        raise ConfigError(f"{n}: train.lr must be positive, got {tr.lr}")
+
+
+def _check_finite(cfg: ModelConfig) -> None:
+    """Every float of the config (top level and sections, lists included) must be finite: TOML allows nan/inf."""
+    for key, value in cfg.to_dict().items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            for x in (v if isinstance(v, list) else [v]):
+                if isinstance(x, float) and not math.isfinite(x):
+                    name = f"{key}.{sub}" if sub else key
+                    raise ConfigError(f"{cfg.name}: {name} must be a finite number, got {x}")
 
 
 def presets_dir() -> Path:
@@ -305,14 +340,24 @@ def list_presets() -> list[str]:
 def load_config(path: str | Path) -> ModelConfig:
     """Load a config from a TOML file."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config path is a directory, not a .toml file: {p}")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
         raw = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    if not raw:
+        raise ConfigError(f"config file {p} is empty (a config needs at least the model sizes; see "
+                          f"models/presets/*.toml)")
     raw.setdefault("name", p.stem)
-    return from_dict(raw)
+    try:
+        return from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
 
 
 def load_preset(name_or_path: str | Path) -> ModelConfig:
