@@ -29,6 +29,8 @@ def train_cmd(
     stage: Optional[str] = typer.Option(None, "--stage", help="full | width | depth | joint (paper 000 Alg. 2)"),
     erasure: Optional[float] = typer.Option(None, "--erasure", help="token erasure probability in training"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.pt exactly"),
+    force: bool = typer.Option(False, "--force", help="start afresh in an OUT that holds an earlier run "
+                               "(its files are moved to OUT/previous-N/, never deleted)"),
     seed: int = typer.Option(0, "--seed"),
     init: Optional[Path] = typer.Option(None, "--init", help="initial weights from a checkpoint (e.g. width stage)"),
     device: str = typer.Option("auto", "--device", help="cpu | cuda | auto"),
@@ -58,10 +60,13 @@ def train_cmd(
             stop_at=stop_at, depth_train=depth_train, grid_rho=parse_float_list(grid_rho, "--grid-rho"),
             grid_T=parse_float_list(grid_T, "--grid-T"), depth_steps=depth_steps, eval_batches=eval_batches,
             p_depth_cap=p_depth_cap, p_width_scale=p_width_scale, progress=progress,
+            if_exists="keep" if force else "refuse",
         )
         result = run_training(opts)
         if not result.is_main:
             return
+        if result.archived is not None:
+            out_console.print(f"the earlier run in {out} was moved to {result.archived}")
         last = result.stages[-1]
         if result.checkpoint is None:
             out_console.print(f"stopped at step {last.step}; continue with --resume (checkpoint {last.out / 'last.pt'})")
@@ -103,11 +108,21 @@ def eval_cmd(
         from edgesc.train.checkpoint import load_checkpoint
         from edgesc.train.distributed import pick_device
         from edgesc.train.evaluate import evaluate_model, plot_results, results_table, write_json
-        from edgesc.train.options import CHANNELS, check_choice, parse_baseline, parse_float_list
+        from edgesc.train.options import (CHANNELS, DEVICES, PLOT_SUFFIXES, OptionError, check_choice,
+                                          check_output_file, parse_baseline, parse_float_list)
 
         snrs = parse_float_list(snr_db, "--snr-db")
         check_choice(channel, CHANNELS, "--channel")
+        check_choice(device, DEVICES, "--device")
         base = parse_baseline(baseline)
+        if batch_size < 1:
+            raise OptionError(f"--batch-size {batch_size}: must be a positive integer")
+        if max_batches is not None and max_batches < 1:
+            raise OptionError(f"--max-batches {max_batches}: must be >= 1")
+        if json_out is not None:
+            check_output_file(json_out, "--json")
+        if plot is not None:
+            check_output_file(plot, "--plot", PLOT_SUFFIXES)
         dev = pick_device(device)
         cfg, model, meta = load_checkpoint(checkpoint)
         result = evaluate_model(

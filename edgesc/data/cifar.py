@@ -135,7 +135,10 @@ def _read_members(src: Path, names: tuple[str, ...]) -> list[tuple[bytes, str]]:
     except DataError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"cifar10: {src} is not a readable CIFAR-10 archive ({type(exc).__name__}: {exc})") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if isinstance(exc, tarfile.ReadError) and "could not be opened" in reason:
+            reason = "not a tar, tar.gz, tar.bz2 or tar.xz archive"
+        raise DataError(f"cifar10: {src} is not a readable CIFAR-10 archive ({type(exc).__name__}: {reason})") from None
 
 
 def load_cifar10(path: str | Path, split: str, image_size: int = 32) -> ImageArrayDataset:

@@ -11,6 +11,23 @@ KNOWN_SPECS: tuple[str, ...] = ("photos32", "digits32", "cifar10:PATH", "folder:
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
+def check_spec(spec: str) -> tuple[str, str]:
+    """Check the form of a data spec without reading any data → ``(name, path)`` (path "" for embedded sets).
+
+    Raises :class:`DataError` for an unknown name, a path given to an embedded set, or a missing path.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DataError(f"empty data spec (known: {', '.join(KNOWN_SPECS)})")
+    name, sep, arg = spec.partition(":")
+    if name in ("photos32", "digits32") and not sep:
+        return name, ""
+    if name in ("cifar10", "folder"):
+        if not arg:
+            raise DataError(f"data spec '{spec}' needs a path: {name}:PATH")
+        return name, arg
+    raise DataError(f"unknown data spec '{spec}' (known: {', '.join(KNOWN_SPECS)})")
+
+
 def load_dataset(spec: str, split: str = "train", image_size: int = 32) -> Dataset:
     """A torch Dataset of ``(image float32 [3, H, W] in [0, 1], label int)`` (label −1 when unlabeled).
 
@@ -42,6 +59,22 @@ def load_dataset(spec: str, split: str = "train", image_size: int = 32) -> Datas
 
         return load_folder(arg, split, image_size)
     raise DataError(f"unknown data spec '{spec}' (known: {', '.join(KNOWN_SPECS)})")
+
+
+def check_task(dataset: Dataset, task: str, num_classes: int, model: str = "the model") -> None:
+    """A classifier needs labels in ``[0, num_classes)``: refuse an unlabeled set (``num_classes`` 0, e.g.
+    ``photos32``) or one with more classes than the model's head. Reconstruction takes any set."""
+    if task != "classification":
+        return
+    have = getattr(dataset, "num_classes", None)
+    name = getattr(dataset, "name", type(dataset).__name__)
+    if have is None:
+        return  # a custom Dataset without the attribute: trust the caller
+    if have == 0:
+        raise DataError(f"{model} is a classifier ({num_classes} classes) but data set {name} is unlabeled; "
+                        f"use a labelled set (digits32, cifar10:PATH, folder:PATH with class folders)")
+    if have > num_classes:
+        raise DataError(f"data set {name} has {have} classes, more than the {num_classes} of {model}")
 
 
 def make_loader(

@@ -17,6 +17,7 @@ import hashlib
 import os
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -102,6 +103,26 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (temp file in the same folder, fsync, ``os.replace``): readers see the old
+    file or the new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     return cfg.to_dict() if isinstance(cfg, ModelConfig) else dict(cfg)
 
@@ -166,23 +187,87 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if p.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (truncated?): {p}")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before failing on them
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip errors, EOF, unpickling of foreign objects, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {p} (truncated, corrupt or not a torch file): "
-                              f"{reason[:160]}") from None
+        raise CheckpointError(f"cannot read checkpoint {p}: {_load_failure(p, exc)}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{p} is not an edgesc checkpoint (expected format {FORMAT!r}, found {found!r})")
     for key, kind in (("config", dict), ("model", dict)):
         if not isinstance(obj.get(key), kind):
             raise CheckpointError(f"{p}: checkpoint has no valid {key!r} entry")
+    bad = [k for k, v in obj["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{p}: checkpoint weights {_keys(bad)} are not tensors")
+    if isinstance(obj.get("step", 0), bool) or not isinstance(obj.get("step", 0), int):
+        raise CheckpointError(f"{p}: checkpoint step must be an integer, got {obj.get('step')!r}")
     if obj.get("dtype", "float32") == "float16":
         obj["model"] = {k: (v.float() if torch.is_floating_point(v) else v) for k, v in obj["model"].items()}
         obj["dtype"] = "float32"
         obj["stored_dtype"] = "float16"
     obj["path"] = str(p)
     return obj
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _load_failure(p: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in a few words a user can act on (torch's own messages run to paragraphs)."""
+    import zipfile
+
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_exc:
+        return os_exc.strerror or str(os_exc)
+    text = str(exc).strip()
+    first = text.splitlines()[0][:120] if text else type(exc).__name__
+    if head == _ZIP_MAGIC:
+        if not zipfile.is_zipfile(p):
+            return "the file is truncated (its zip archive has no end; an interrupted write or copy?)"
+        if "weights only load failed" in text.lower():
+            return "it holds Python objects other than tensors and plain data (refused: weights_only loading)"
+        return f"corrupt zip archive ({first})"
+    return f"not a PyTorch checkpoint (a .pt file is a zip archive; this one starts with {head!r})"
+
+
+def _keys(keys: list[str] | tuple[str, ...], limit: int = 4) -> str:
+    """``a, b, c, d (+3 more)``: enough names to find the problem, one line."""
+    keys = list(keys)
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def state_dict_mismatch(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Compare checkpoint weights ``state`` with a model's ``own`` state dict: names the checkpoint lacks
+    (``missing``), names the model does not have (``unexpected``) and ``shape`` mismatches
+    (``"name (stored) vs (model)"``)."""
+    return {
+        "missing": [k for k in own if k not in state],
+        "unexpected": [k for k in state if k not in own],
+        "shape": [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+                  if k in own and tuple(state[k].shape) != tuple(own[k].shape)],
+    }
+
+
+def describe_mismatch(diff: Mapping[str, list[str]]) -> str:
+    """One line for :func:`state_dict_mismatch`'s result, e.g. ``shape: a (2,) vs (3,); missing: b``."""
+    parts = []
+    if diff.get("shape"):
+        parts.append(f"{len(diff['shape'])} with another shape (stored vs model): {_keys(diff['shape'])}")
+    if diff.get("missing"):
+        parts.append(f"{len(diff['missing'])} missing: {_keys(diff['missing'])}")
+    if diff.get("unexpected"):
+        parts.append(f"{len(diff['unexpected'])} unexpected: {_keys(diff['unexpected'])}")
+    return "; ".join(parts)
+
+
+def non_finite_parameters(model: "nn.Module") -> list[str]:
+    """Names of parameters holding NaN or infinite values (a diverged or corrupted checkpoint)."""
+    return [n for n, p in model.named_parameters() if torch.is_floating_point(p) and not torch.isfinite(p).all()]
 
 
 def checkpoint_config(obj: Mapping[str, Any]) -> ModelConfig:
@@ -206,11 +291,18 @@ def load_checkpoint(
     from edgesc.models import build_model  # late import: models may import heavier things
 
     model = build_model(cfg)
+    diff = state_dict_mismatch(obj["model"], model.state_dict())
+    if any(diff.values()):
+        raise CheckpointError(f"{path}: weights do not match the stored config '{cfg.name}': {describe_mismatch(diff)}")
     try:
         model.load_state_dict(obj["model"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = str(exc).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{path}: weights do not match the stored config '{cfg.name}': {first[:200]}") from None
+    bad = non_finite_parameters(model)
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or inf ({_keys(bad)}): the run that "
+                              f"wrote it diverged or the file is corrupt")
     model.to(map_location).eval()
     meta = {k: v for k, v in obj.items() if k not in ("model", "config")}
     return cfg, model, meta

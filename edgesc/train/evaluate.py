@@ -119,6 +119,8 @@ def control_tensors(cfg: ModelConfig, snr_db: float, overrides: dict[str, Any]) 
     depth = overrides.get("depth")
     width = overrides.get("width")
     ratio = overrides.get("ratio")
+    if budget is not None and not cfg.tokens.enabled:
+        raise ControlError(f"--budget {budget:g}: model '{cfg.name}' has no token selection (no budget control)")
     budget = 1.0 if budget is None else float(budget)
     if not (0.0 < budget <= 1.0):
         raise ControlError(f"--budget {budget:g}: must be in (0, 1]")
@@ -179,6 +181,9 @@ def _test_loader(data: str | Dataset, cfg: ModelConfig, batch_size: int, split: 
         from edgesc.data import load_dataset
 
         ds = load_dataset(data, split, cfg.image_size)
+    from edgesc.data.load import check_task
+
+    check_task(ds, cfg.task, cfg.num_classes, f"model '{cfg.name}'")
     return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=False)
 
 
@@ -314,10 +319,9 @@ def results_table(result: dict[str, Any]):
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    return p
+    from edgesc.train.checkpoint import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
 def plot_results(result: dict[str, Any], path: str | Path) -> Path:

@@ -26,14 +26,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgesc.config import ModelConfig
-from edgesc.errors import CheckpointError
+from edgesc.errors import CheckpointError, JobFailed
 from edgesc.train import distributed as dd
 from edgesc.train.checkpoint import (
     capture_rng_state,
     checkpoint_config,
+    describe_mismatch,
     read_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    state_dict_mismatch,
 )
 from edgesc.train.options import OptionError
 from edgesc.train.runlog import JsonlLog, TrainProgress
@@ -182,15 +184,19 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
     obj = read_checkpoint(path)
     state = obj["model"]
     own = model.state_dict()
+    stored = checkpoint_config(obj).name
     shared = [k for k in state if k in own]
     if not shared:
-        raise CheckpointError(f"--init {path}: the checkpoint shares no weights with model '{checkpoint_config(obj).name}'")
-    for k in shared:
-        if tuple(state[k].shape) != tuple(own[k].shape):
-            raise CheckpointError(f"--init {path}: weight {k} has shape {tuple(state[k].shape)}, "
-                                  f"the model needs {tuple(own[k].shape)}")
+        raise CheckpointError(f"--init {path}: the checkpoint (model '{stored}') shares no weights with this model")
+    diff = state_dict_mismatch(state, own)
+    if diff["shape"]:
+        raise CheckpointError(f"--init {path}: the checkpoint holds model '{stored}', whose weights do not fit this "
+                              f"model: {describe_mismatch({'shape': diff['shape']})}")
+    bad = [k for k in shared if torch.is_floating_point(state[k]) and not torch.isfinite(state[k]).all()]
+    if bad:
+        raise CheckpointError(f"--init {path}: weights {', '.join(bad[:4])} hold NaN or inf")
     result = model.load_state_dict({k: state[k] for k in shared}, strict=False)
-    return {"missing": list(result.missing_keys), "unexpected": [k for k in state if k not in own]}
+    return {"missing": list(result.missing_keys), "unexpected": diff["unexpected"]}
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------
@@ -218,6 +224,10 @@ def train_stage(
         stored = checkpoint_config(resume_obj)
         if stored.name != cfg.name:
             raise OptionError(f"--resume: {last} holds model '{stored.name}', not '{cfg.name}'")
+        stored_stage = resume_obj.get("stage")
+        if stored_stage is not None and stored_stage != run.stage:
+            raise OptionError(f"--resume: {last} is a {stored_stage!r} stage run, not {run.stage!r} "
+                              f"(pass --stage {stored_stage})")
         cfg = stored
         start_step = int(resume_obj["step"])
 
@@ -232,11 +242,20 @@ def train_stage(
     optimizer = torch.optim.AdamW(_param_groups(model, run.weight_decay), lr=run.lr, betas=(0.9, 0.999))
     scheduler = warmup_cosine(optimizer, run.warmup_steps, run.steps)
     if resume_obj is not None:
+        diff = state_dict_mismatch(resume_obj["model"], model.state_dict())
+        if any(diff.values()):
+            raise CheckpointError(f"--resume: the weights in {out / LAST} do not fit model '{cfg.name}': "
+                                  f"{describe_mismatch(diff)}")
         model.load_state_dict(resume_obj["model"])
-        if "optimizer" in resume_obj:
-            optimizer.load_state_dict(resume_obj["optimizer"])
-        if "scheduler" in resume_obj:
-            scheduler.load_state_dict(resume_obj["scheduler"])
+        try:
+            if "optimizer" in resume_obj:
+                optimizer.load_state_dict(resume_obj["optimizer"])
+            if "scheduler" in resume_obj:
+                scheduler.load_state_dict(resume_obj["scheduler"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"--resume: the optimizer state in {out / LAST} does not fit this run "
+                                  f"({str(exc).strip().splitlines()[0][:120]}); was it written with other "
+                                  f"--stage/--depth-train options?") from None
     # distinct noise per process, same data order on all (the sampler has its own generator)
     seed_everything(run.seed * 7919 + dist.rank)
     if resume_obj is not None and "rng" in resume_obj:
@@ -248,6 +267,9 @@ def train_stage(
         from edgesc.data import load_dataset
 
         dataset = load_dataset(run.data, "train", cfg.image_size)
+    from edgesc.data.load import check_task
+
+    check_task(dataset, cfg.task, cfg.num_classes, f"model '{cfg.name}'")
     stop = run.steps if run.stop_at is None else max(start_step, min(run.steps, run.stop_at))
     sampler = StepBatchSampler(len(dataset), run.batch_size, run.seed, start_step, stop, dist.rank, dist.world)
     # own generator: creating the iterator must not consume the global stream (exact resume)
@@ -302,7 +324,9 @@ def train_stage(
             ctl = controls_schedule.sample(images.shape[0], device)
             loss, task_loss, output, aux, stats = step_module(images, labels, Controls(**ctl), channel)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1} ({run.stage} stage)")
+                kept = f"{out / LAST} (step {_ckpt_step(out / LAST)})" if (out / LAST).exists() else "none"
+                raise JobFailed(f"training diverged: the loss became {loss.item()} at step {step + 1} "
+                                f"({run.stage} stage, lr {run.lr:g}); last checkpoint: {kept}. Try a lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = None
@@ -363,6 +387,13 @@ def train_stage(
                "sec_per_step_mean": sps})
     return StageResult(out=out, checkpoint=ckpt, step=step, finished=finished, metrics=metrics,
                        seconds_per_step=sps)
+
+
+def _ckpt_step(path: Path) -> int | str:
+    try:
+        return int(read_checkpoint(path)["step"])
+    except CheckpointError:
+        return "unreadable"
 
 
 def quick_validation(model: nn.Module, cfg: ModelConfig, run: StageRun, device: torch.device) -> dict[str, Any]:

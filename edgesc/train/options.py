@@ -51,12 +51,36 @@ def parse_snr_range(text: str | float | tuple[float, float], option: str = "--sn
 
 
 def parse_float_list(text: str, option: str) -> list[float]:
-    """``"1,4,7"`` → [1.0, 4.0, 7.0] (non-empty)."""
+    """``"1,4,7"`` → [1.0, 4.0, 7.0] (non-empty; a trailing comma is allowed, an empty item in between not)."""
     s = str(text).strip()
-    items = [t for t in s.split(",") if t.strip()]
-    if not items:
+    items = s.split(",")
+    if items and not items[-1].strip():
+        items = items[:-1]
+    if not items or not any(t.strip() for t in items):
         raise OptionError(f"{option} {text!r}: expected a comma-separated list of numbers")
+    if not all(t.strip() for t in items):
+        raise OptionError(f"{option} {text!r}: empty item in the list")
     return [_float(t, option, s) for t in items]
+
+
+#: file types ``--plot`` can write (matplotlib's raster and vector formats)
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+def check_output_file(path: Path, option: str, suffixes: tuple[str, ...] | None = None) -> None:
+    """Fail before a long job when its output file cannot be written: a folder, a wrong suffix, a parent that
+    is a file."""
+    p = Path(path)
+    if p.is_dir():
+        raise OptionError(f"{option} {p}: is a folder; give a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OptionError(f"{option} {p}: unsupported file type {p.suffix or '(none)'!r} "
+                          f"(use {', '.join(suffixes)})")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OptionError(f"{option} {p}: {parent} is a file, not a folder")
+            break
 
 
 @dataclass(frozen=True)
@@ -142,6 +166,9 @@ class TrainOptions:
     p_width_scale: float = 0.25
     width_scale_min: float = 0.25
     budget_min: float | None = None
+    # an OUT that already holds a run, without --resume: "refuse" (the CLI's default) or "keep" (the earlier
+    # run's files are moved to OUT/previous-N/ first; the CLI's --force and the Python API's default)
+    if_exists: str = "keep"
 
     def validate(self) -> None:
         if self.channel is not None:
@@ -167,7 +194,23 @@ class TrainOptions:
                 raise OptionError(f"--grid-T {v:g}: stopping thresholds must be in (0, 1]")
         if self.depth_train not in ("backbone", "controller"):
             raise OptionError(f"--depth-train {self.depth_train!r}: must be backbone or controller")
+        for name in ("p_depth_cap", "p_width_scale"):
+            v = getattr(self, name)
+            if not (0.0 <= v <= 1.0):  # also rejects NaN
+                raise OptionError(f"--{name.replace('_', '-')} {v}: must be a probability in [0, 1]")
+        if not (0.0 < self.width_scale_min <= 1.0):
+            raise OptionError(f"width_scale_min {self.width_scale_min}: must be in (0, 1]")
+        if self.budget_min is not None and not (0.0 < self.budget_min <= 1.0):
+            raise OptionError(f"budget_min {self.budget_min}: must be in (0, 1]")
+        if self.eval_batches < 0:
+            raise OptionError(f"--eval-batches {self.eval_batches}: must be >= 0 (0: no final validation)")
+        if self.num_workers < 0:
+            raise OptionError(f"num_workers {self.num_workers}: must be >= 0")
+        if self.if_exists not in ("refuse", "keep"):
+            raise OptionError(f"if_exists {self.if_exists!r}: must be 'refuse' or 'keep'")
         if self.stop_at is not None and self.stop_at < 1:
             raise OptionError(f"--stop-at {self.stop_at}: must be >= 1")
         if self.init is not None and not Path(self.init).exists():
             raise OptionError(f"--init {self.init}: file not found")
+        if self.init is not None and Path(self.init).is_dir():
+            raise OptionError(f"--init {self.init}: is a folder; pass a checkpoint file such as {Path(self.init) / 'final.pt'}")

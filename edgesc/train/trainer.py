@@ -10,6 +10,7 @@ Pareto set of quality vs FLOPs is written to ``OUT/pareto.json`` (000 §III-C st
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,12 +34,18 @@ class TrainResult:
     stages: list[StageResult]
     pareto: list[dict[str, Any]] | None = None
     is_main: bool = True  # rank 0 (the process that logs, checkpoints and prints)
+    archived: Path | None = None  # where an earlier run found in OUT was moved (``if_exists="keep"``)
 
 
 def _check_data(spec: str) -> None:
-    """Fail early with a clear message when ``--data`` names a path that does not exist."""
-    looks_like_path = "/" in spec or spec.startswith(".") or spec.endswith((".tar", ".tar.gz", ".zip", ".npz"))
-    if looks_like_path and not Path(spec.split(":", 1)[-1] if spec.startswith(("folder:", "cifar10:")) else spec).exists():
+    """Fail early with a clear message when ``--data`` is malformed or names a path that does not exist."""
+    from edgesc.data.load import check_spec
+
+    try:
+        _, path = check_spec(spec)
+    except DataError as exc:
+        raise DataError(f"--data: {exc}") from None
+    if path and not Path(path).expanduser().exists():
         raise DataError(f"--data {spec}: path not found")
 
 
@@ -74,21 +81,102 @@ def run_training(opts: TrainOptions, *, model_factory: Callable[[ModelConfig], n
     opts.validate()
     cfg = load_preset(opts.model)
     run = base_run(opts, cfg)
+    if run.stage != "joint":
+        run.cfg = stage_config(cfg, run.stage)
+        if run.stage == "depth" and run.init is None and not run.resume:
+            raise OptionError("--stage depth fine-tunes the depth controller of a width-stage checkpoint "
+                              "(paper 000 Alg. 2): pass --init WIDTH_CHECKPOINT")
+    else:
+        stage_config(cfg, "joint")  # both controllers must exist
+        if opts.eval_batches < 1:
+            raise OptionError(f"--eval-batches {opts.eval_batches}: --stage joint evaluates every configuration "
+                              f"for the Pareto set and needs at least 1")
+    if run.init is not None:
+        from edgesc.train.checkpoint import read_checkpoint
+
+        read_checkpoint(run.init)  # a corrupt or foreign --init fails before anything is written
+    dd.pick_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))  # --device cuda without a GPU: fail now
+    archived = prepare_out(run.out, resume=run.resume, if_exists=opts.if_exists,
+                           is_main=int(os.environ.get("RANK", "0")) == 0)
     info = dd.setup(opts.device)
     try:
         if run.stage != "joint":
-            run.cfg = stage_config(cfg, run.stage)
-            if run.stage == "depth" and run.init is None and not run.resume:
-                raise OptionError("--stage depth fine-tunes the depth controller of a width-stage checkpoint "
-                                  "(paper 000 Alg. 2): pass --init WIDTH_CHECKPOINT")
             res = train_stage(run, dist=info, model_factory=model_factory, dataset=dataset)
             return TrainResult(run.stage, run.out, res.checkpoint if res.finished else None, [res],
-                               is_main=info.is_main)
+                               is_main=info.is_main, archived=archived)
         result = _run_joint(run, opts, info, model_factory, dataset, eval_snrs)
         result.is_main = info.is_main
+        result.archived = archived
         return result
     finally:
         dd.teardown(info)
+
+
+#: files that make a folder hold a training run (in OUT itself, or in a joint-stage sub-folder of OUT)
+RUN_FILES = ("last.pt", "final.pt", "log.jsonl", "pareto.json")
+ARCHIVE_PREFIX = "previous-"
+
+
+def earlier_run(out: Path) -> list[Path]:
+    """The entries of ``out`` that belong to an earlier training run: :data:`RUN_FILES` and sub-folders (joint
+    stage) holding any of them. Archived runs (``previous-N``) are not counted."""
+    if not out.is_dir():
+        return []
+    found: list[Path] = []
+    for entry in sorted(out.iterdir()):
+        if entry.name.startswith(ARCHIVE_PREFIX):
+            continue
+        if entry.is_file() and entry.name in RUN_FILES:
+            found.append(entry)
+        elif entry.is_dir() and any((entry / f).is_file() for f in RUN_FILES):
+            found.append(entry)
+    return found
+
+
+def prepare_out(out: Path, *, resume: bool, if_exists: str = "keep", is_main: bool = True) -> Path | None:
+    """Check that ``out`` can be the run's folder and make sure a fresh run never destroys an earlier one.
+
+    ``out`` must be a folder or creatable (a path through a file is an :class:`OptionError`). Without
+    ``resume``, an ``out`` that already holds a run (:func:`earlier_run`) is refused (``if_exists="refuse"``,
+    the CLI without ``--force``) or the earlier run's files are moved to ``out/previous-N/`` (``"keep"``), whose
+    path is returned. Only the main process (rank 0) creates or moves anything.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OptionError(f"--out {out}: exists and is not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OptionError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    if resume:
+        return None
+    found = earlier_run(out)
+    if not found:
+        if is_main:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OptionError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+            if not os.access(out, os.W_OK):
+                raise OptionError(f"--out {out}: the folder is not writable")
+        return None
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in found[:5])
+    if if_exists == "refuse":
+        raise OptionError(f"--out {out} already holds a training run ({names}): pass --resume to continue it, "
+                          f"--force to start afresh (the earlier run is moved to {out}/{ARCHIVE_PREFIX}N/), "
+                          f"or another --out")
+    taken = [int(p.name[len(ARCHIVE_PREFIX):]) for p in out.iterdir()
+             if p.name.startswith(ARCHIVE_PREFIX) and p.name[len(ARCHIVE_PREFIX):].isdigit()]
+    dest = out / f"{ARCHIVE_PREFIX}{max(taken, default=0) + 1}"
+    if is_main:
+        try:
+            dest.mkdir()
+            for p in found:
+                os.replace(p, dest / p.name)
+        except OSError as exc:
+            raise OptionError(f"--out {out}: cannot move the earlier run to {dest} ({exc.strerror or exc})") from None
+    return dest
 
 
 def _tag(x: float) -> str:
@@ -99,7 +187,6 @@ def _run_joint(run: StageRun, opts: TrainOptions, info: dd.DistInfo, model_facto
                eval_snrs: Sequence[float] | None) -> TrainResult:
     """Alg. 2 of paper 000 over the (ρt, T) grid, then the Pareto set of quality vs FLOPs."""
     cfg = run.cfg
-    stage_config(cfg, "joint")  # both controllers must exist
     results: list[StageResult] = []
     configs: list[dict[str, Any]] = []
     depth_steps = opts.depth_steps or max(1, run.steps // 2)
@@ -126,7 +213,9 @@ def _run_joint(run: StageRun, opts: TrainOptions, info: dd.DistInfo, model_facto
         pareto = pareto_set(configs)
         doc = {"quality_key": configs[0]["quality_key"] if configs else None, "eval_snr_db": snrs,
                "channel": run.channel, "configs": configs, "pareto": pareto}
-        (run.out / "pareto.json").write_text(json.dumps(doc, indent=2) + "\n")
+        from edgesc.train.checkpoint import atomic_write_text
+
+        atomic_write_text(run.out / "pareto.json", json.dumps(doc, indent=2) + "\n")
     best = Path(pareto[-1]["checkpoint"]) if pareto else None
     return TrainResult("joint", run.out, best, results, pareto)
 
@@ -195,4 +284,4 @@ def options_from_cli(**kw: Any) -> TrainOptions:
     return TrainOptions(**kw)
 
 
-__all__ = ["TrainResult", "run_training", "pareto_set", "base_run", "OptionError"]
+__all__ = ["TrainResult", "run_training", "pareto_set", "base_run", "prepare_out", "earlier_run", "OptionError"]
