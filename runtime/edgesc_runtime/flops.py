@@ -82,6 +82,14 @@ class FlopModel:
                     raise ManifestError(f"manifest: missing key flops.{role}.{key}")
         enc = dict(enc or {})
         dec = dict(dec or {})
+        for role, block in (("encoder", enc), ("decoder", dec)):
+            for key in ("halting", "tokens"):
+                if key in block and not isinstance(block[key], bool):
+                    raise ManifestError(f"manifest: flops.{role}.{key} must be true or false, got {block[key]!r}")
+            for key in ("coder_hidden", "specials", "select_at"):
+                v = block.get(key, 0)
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ManifestError(f"manifest: flops.{role}.{key} must be a non-negative integer, got {v!r}")
         head = str(dec.get("head", model["task"]))
         if head not in ("reconstruction", "classification"):
             raise ManifestError(f"manifest: flops.decoder.head must be reconstruction or classification, got {head!r}")

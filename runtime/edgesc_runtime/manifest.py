@@ -42,6 +42,7 @@ _MODEL_KEYS: dict[str, type | tuple[type, ...]] = {
     "class_token": bool, "encoder_layers": int, "decoder_layers": int, "symbols_per_token": list,
 }
 _REQUIRED_TOP = ("format", "model", "graphs", "controls", "flops")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def coerce_control(name: str, dtype: str, value: Any, lo: float | int | None = N
         out = float(value)
         if not math.isfinite(out):
             raise ControlError(f"control {name} must be finite, got {value!r}")
+        if abs(out) > _FLOAT32_MAX:
+            raise ControlError(f"control {name}={out!r} does not fit float32")
     if lo is not None and out < lo:
         raise ControlError(f"control {name}={out!r} is below its minimum {lo!r}")
     if hi is not None and out > hi:
@@ -237,13 +240,18 @@ def _control_specs(role: str, raw: Any, model: ModelInfo) -> dict[str, ControlSp
                                 f"{CONTROL_DTYPES[name]!r}")
         lo, hi = spec.get("min"), spec.get("max")
         for bound, label in ((lo, "min"), (hi, "max")):
-            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
-                raise ManifestError(f"manifest: controls.{role}.{name}.{label} must be a number, got {bound!r}")
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                      or not math.isfinite(bound)):
+                raise ManifestError(f"manifest: controls.{role}.{name}.{label} must be a finite number or null, "
+                                    f"got {bound!r}")
+        levels_raw = spec.get("levels", []) or []
+        if not isinstance(levels_raw, list):
+            raise ManifestError(f"manifest: controls.{role}.{name}.levels must be a list, got {levels_raw!r}")
         if lo is not None and hi is not None and lo > hi:
             raise ManifestError(f"manifest: controls.{role}.{name} has min {lo} > max {hi}")
         try:
             default = coerce_control(name, dtype, _require(spec, "default", f"controls.{role}.{name}"), lo, hi)
-            levels = tuple(coerce_control(name, dtype, v, lo, hi) for v in spec.get("levels", []) or [])
+            levels = tuple(coerce_control(name, dtype, v, lo, hi) for v in levels_raw)
         except ControlError as exc:
             raise ManifestError(f"manifest: controls.{role}.{name}: {exc}") from None
         specs[name] = ControlSpec(name=name, dtype=dtype, default=default, min=lo, max=hi, levels=levels)
@@ -286,6 +294,8 @@ def _file_entry(directory: Path, role: str, raw: Any, where: str, verify: bool) 
     digest = _require(raw, "sha256", f"{where}.{role}")
     if not isinstance(name, str) or not name:
         raise ManifestError(f"manifest: {where}.{role}.file must be a file name, got {name!r}")
+    if Path(name).name != name or name in (".", ".."):
+        raise ManifestError(f"manifest: {where}.{role}.file must name a file in the manifest's folder, got {name!r}")
     if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
         raise ManifestError(f"manifest: {where}.{role}.sha256 is not a sha256 hex digest: {digest!r}")
     path = (directory / name).resolve()

@@ -131,12 +131,19 @@ def encode_packet(symbols: Any, token_index: Any, model_hash: str | bytes, contr
         raise PacketError("packet token indices must be unique")
     if sym.dtype.kind != "f" or not np.isfinite(sym).all() or (K and np.abs(sym).max() > 65504.0):
         raise PacketError("packet symbols must be finite floats within the float16 range (|x| <= 65504)")
+    for label, value in (("frame", frame), ("offset", offset), ("total", total), ("flags", flags)):
+        if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))):
+            raise PacketError(f"packet {label} must be an integer, got {value!r}")
     total = K if total is None else int(total)
     if not (0 <= offset and offset + K <= total <= _U16):
         raise PacketError(f"packet offset {offset} + K {K} must not exceed total {total} (<= 65535)")
     if flags & ~_KNOWN_FLAGS or not 0 <= frame <= 0xFFFFFFFF:
         raise PacketError(f"packet flags {flags:#x} or frame {frame} out of range")
     c = dict(controls or {})
+    for name in ("budget", "width"):
+        v = _f32(name, c.get(name))
+        if not math.isnan(v) and not 0.0 < v <= 1.0:
+            raise PacketError(f"packet control {name}={v:g} is outside (0, 1]")
     header = _HEADER.pack(MAGIC, VERSION, flags, hash_prefix(model_hash), _f32("budget", c.get("budget")),
                           _u8("depth", c.get("depth")), _f32("width", c.get("width")),
                           _f32("snr_db", c.get("snr_db")), _u8("ratio", c.get("ratio")), frame, K, S, total, offset)
@@ -208,6 +215,9 @@ def parse_packet(data: bytes | bytearray | memoryview, expected_model_hash: str 
     for name, v in (("budget", budget), ("width", width), ("snr_db", snr)):
         if math.isinf(v):
             raise PacketError(f"packet control {name} is infinite")
+    for name, v in (("budget", budget), ("width", width)):  # contract ranges: (0, 1], NaN = not applicable
+        if not math.isnan(v) and not 0.0 < v <= 1.0:
+            raise PacketError(f"packet control {name}={v:g} is outside (0, 1]")
     controls = {"budget": None if math.isnan(budget) else budget, "depth": depth or None,
                 "width": None if math.isnan(width) else width, "snr_db": None if math.isnan(snr) else snr,
                 "ratio": ratio}

@@ -75,6 +75,14 @@ class DecodeResult:
     controls: dict[str, Any] = field(default_factory=dict)
 
 
+def _as_array(value: Any, what: str) -> np.ndarray:
+    """``np.asarray`` that turns ragged nested lists and other non-arrays into an InputError."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{what} is not a rectangular array ({str(exc).splitlines()[0][:120]})") from None
+
+
 def tensorrt_available() -> bool:
     """True when the tensorrt module and a CUDA binding import and a GPU is visible."""
     try:
@@ -147,6 +155,7 @@ class _Session:
         missing = needed - set(b.output_names)
         if missing:
             raise ModelMismatchError(f"{self.role} graph lacks outputs {sorted(missing)} (has {list(b.output_names)})")
+        self._check_static_shapes()
         types = getattr(b, "input_types", None)
         if types:
             want = {"image": "float32", "symbols": "float32", "token_index": "int64", **CONTROL_DTYPES}
@@ -154,6 +163,31 @@ class _Session:
                 if types[name] != want[name]:
                     raise ModelMismatchError(f"{self.role} graph input {name} is {types[name]}, the contract "
                                              f"says {want[name]}")
+
+    def _check_static_shapes(self) -> None:
+        """The manifest's geometry (image C/H/W, layers, classes) must match the graph's static dimensions, so a
+        manifest edited or paired with the wrong graphs fails at load time, not on the first batch."""
+        m = self.model
+        want_in = {"image": [None, m.channels, m.image_size, m.image_size], "symbols": [None, None, None, 2],
+                   "token_index": [None, None]}
+        L = self.layers
+        want_out = {"layer_tokens": [None, L], "width_units": [L, 2]}
+        if self.role == "decoder":
+            want_out[self._head_name()] = ([None, m.channels, m.image_size, m.image_size]
+                                           if m.task == "reconstruction" else [None, m.num_classes])
+        for kind, want_all in (("input", want_in), ("output", want_out)):
+            shapes = getattr(self.backend, f"{kind}_shapes", None) or {}
+            for name, want in want_all.items():
+                got = shapes.get(name)
+                if got is None:
+                    continue
+                static = [d if isinstance(d, int) and not isinstance(d, bool) and d >= 0 else None for d in got]
+                if len(static) != len(want) or any(w is not None and g is not None and w != g
+                                                   for w, g in zip(want, static)):
+                    show = ["?" if d is None else d for d in static]
+                    need = ["?" if d is None else d for d in want]
+                    raise ModelMismatchError(f"{self.role} graph {kind} {name} has shape {show}, the manifest's model "
+                                             f"needs {need}")
 
     def _head_name(self) -> str:
         return "image" if self.model.task == "reconstruction" else "logits"
@@ -210,7 +244,7 @@ class Encoder(_Session):
     def validate_images(self, images: Any) -> np.ndarray:
         """Float images in [0, 1], shape [B, C, H, W] or one [C, H, W] -> contiguous float32 [B, C, H, W]."""
         m = self.model
-        x = images if isinstance(images, np.ndarray) else np.asarray(images)
+        x = images if isinstance(images, np.ndarray) else _as_array(images, "images")
         if x.dtype.kind != "f":
             raise InputError(f"images must be floating point in [0, 1], got dtype {x.dtype}"
                              + (" (divide uint8 images by 255)" if x.dtype == np.uint8 else ""))
@@ -261,8 +295,8 @@ class Decoder(_Session):
     def validate_tokens(self, symbols: Any, token_index: Any, S: int) -> tuple[np.ndarray, np.ndarray]:
         """One batch with a common K: float [B, K, S, 2] + int [B, K] (or one image [K, S, 2] + [K])."""
         m = self.model
-        sym = symbols if isinstance(symbols, np.ndarray) else np.asarray(symbols)
-        idx = token_index if isinstance(token_index, np.ndarray) else np.asarray(token_index)
+        sym = symbols if isinstance(symbols, np.ndarray) else _as_array(symbols, "symbols")
+        idx = token_index if isinstance(token_index, np.ndarray) else _as_array(token_index, "token_index")
         if sym.ndim == 3:
             sym, idx = sym[None], idx[None] if idx.ndim == 1 else idx
         if sym.dtype.kind != "f":
@@ -280,11 +314,11 @@ class Decoder(_Session):
             raise InputError(f"token_index must have shape [{B}, {K}] to match symbols, got {list(idx.shape)}")
         sym = np.ascontiguousarray(sym, dtype=np.float32)
         if not np.isfinite(sym).all():
-            raise InputError("symbols contain NaN or infinite values")
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
+            raise InputError("symbols contain NaN or infinite values (or values beyond float32)")
         hi = m.num_patches + (1 if m.class_token else 0)
-        if idx.size and (idx.min() < 0 or idx.max() >= hi):
+        if idx.size and (idx.min() < 0 or idx.max() >= hi):  # before the int64 cast: uint64 would wrap
             raise InputError(f"token_index values must lie in [0, {hi}), got [{idx.min()}, {idx.max()}]")
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
         if K > 1:
             srt = np.sort(idx, axis=1)
             dup = np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]
@@ -304,8 +338,8 @@ class Decoder(_Session):
                 raise InputError("ragged symbols need a list of token_index arrays of the same length")
             if not symbols:
                 raise InputError("symbols: empty batch")
-            items = [self.validate_tokens(np.asarray(s)[None], np.asarray(i)[None], S)
-                     for s, i in zip(symbols, token_index)]
+            items = [self.validate_tokens(_as_array(s, f"symbols[{n}]")[None], _as_array(i, f"token_index[{n}]")[None], S)
+                     for n, (s, i) in enumerate(zip(symbols, token_index))]
             groups: dict[int, list[int]] = {}
             for n, (s, _) in enumerate(items):
                 groups.setdefault(s.shape[1], []).append(n)

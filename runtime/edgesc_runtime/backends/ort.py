@@ -50,9 +50,9 @@ class OnnxRuntimeBackend:
         self._threads, self._spinning = threads, spinning
         self._providers = list(providers) if providers else ["CPUExecutionProvider"]
         self._plain: object | None = None  # unoptimised session, built on demand for zero-size batches
+        options = session_options(threads, spinning)  # BackendUnavailable for a bad thread count
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(threads, spinning),
-                                                providers=self._providers)
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers)
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelMismatchError(f"ONNX Runtime cannot load {self.path.name}: {msg[:300]}") from None
@@ -61,6 +61,7 @@ class OnnxRuntimeBackend:
         self.input_types = {i.name: ORT_DTYPES.get(i.type, i.type) for i in self.session.get_inputs()}
         self.output_types = {o.name: ORT_DTYPES.get(o.type, o.type) for o in self.session.get_outputs()}
         self.input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        self.output_shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
