@@ -216,8 +216,9 @@ def test_prepare_out_keeps_joint_subfolders_and_numbers_archives(tmp_path: Path)
     assert prepare_out(out, resume=False) == out / "previous-1"
     assert (out / "previous-1" / "width_rho0p2" / "last.pt").read_bytes() == b"w"
     assert (out / "notes.txt").exists() and not (out / "pareto.json").exists()  # only run files move
-    (out / "log.jsonl").write_text("")
-    assert prepare_out(out, resume=False) == out / "previous-2"
+    (out / "log.jsonl").write_text("")  # a run that died before its first checkpoint: moved aside, not refused
+    assert prepare_out(out, resume=False, if_exists="refuse") == out / "previous-2"
+    assert (out / "previous-2" / "log.jsonl").exists()
     assert prepare_out(out, resume=True) is None
 
 

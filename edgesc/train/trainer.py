@@ -139,7 +139,8 @@ def prepare_out(out: Path, *, resume: bool, if_exists: str = "keep", is_main: bo
     ``out`` must be a folder or creatable (a path through a file is an :class:`OptionError`). Without
     ``resume``, an ``out`` that already holds a run (:func:`earlier_run`) is refused (``if_exists="refuse"``,
     the CLI without ``--force``) or the earlier run's files are moved to ``out/previous-N/`` (``"keep"``), whose
-    path is returned. Only the main process (rank 0) creates or moves anything.
+    path is returned. A run that left only ``log.jsonl`` (it stopped before its first checkpoint, so there is
+    nothing to resume) is moved aside in both modes. Only the main process (rank 0) creates or moves anything.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -162,7 +163,9 @@ def prepare_out(out: Path, *, resume: bool, if_exists: str = "keep", is_main: bo
                 raise OptionError(f"--out {out}: the folder is not writable")
         return None
     names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in found[:5])
-    if if_exists == "refuse":
+    checkpointed = any((p / f).is_file() if p.is_dir() else p.name == f for p in found for f in RUN_FILES
+                       if f != "log.jsonl")
+    if if_exists == "refuse" and checkpointed:  # only a log (a run that died before its first checkpoint): keep it aside
         raise OptionError(f"--out {out} already holds a training run ({names}): pass --resume to continue it, "
                           f"--force to start afresh (the earlier run is moved to {out}/{ARCHIVE_PREFIX}N/), "
                           f"or another --out")
