@@ -14,6 +14,12 @@ CONTROLS = ("budget", "depth", "width")
 STAGE_LABEL = {"encoder": "encoder", "decoder": "decoder", "end_to_end": "end-to-end"}
 
 
+def model_label(model: dict[str, Any]) -> str:
+    """``preset (id)``, or the id alone when they agree or there is no preset."""
+    preset, mid = model.get("preset"), model.get("id")
+    return mid if not preset or preset == mid else f"{preset} ({mid})"
+
+
 def _fmt(v: Any, spec: str = ".3g") -> str:
     if v is None:
         return "-"
@@ -31,8 +37,7 @@ def _ctl(row: dict[str, Any], name: str) -> str:
 def bench_table(report: dict[str, Any]) -> Table:
     """One line per setting and stage."""
     est = report["kind"] == "estimate"
-    m = report["model"]
-    title = (f"edgesc bench — {m['id']} on {report['device']['kind']} "
+    title = (f"edgesc bench — {model_label(report['model'])} on {report['device']['kind']} "
              f"({'ESTIMATE from datasheet, not measured' if est else report['device']['name']})")
     t = Table(title=title, show_lines=False, header_style="bold")
     if est:
@@ -183,9 +188,8 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
         ax_fl.set_ylabel("executed MFLOP per image")
         ax_fl.grid(alpha=0.3)
         ax_fl.legend(fontsize=7)
-    m = report["model"]
     kind = "ESTIMATE (datasheet roofline)" if est else f"measured on {report['device']['name']}"
-    fig.suptitle(f"{m['id']}: latency and executed FLOPs vs control — {kind}", fontsize=10)
+    fig.suptitle(f"{model_label(report['model'])}: latency and executed FLOPs vs control — {kind}", fontsize=10)
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
