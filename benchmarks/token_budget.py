@@ -9,7 +9,8 @@ each for the papers' soft-mask training (``tokens.train_selection = "soft"``) an
 training (``"topk"``). Then the proxy table of each α-sampled model (``edgesc profile``'s measurement) and a
 Lyapunov control-sim table (``edgesc control-sim``'s simulation) for a few bounds and SNR processes.
 
-Run: ``.venv/bin/python benchmarks/token_budget.py`` (≈ 20-30 min on one shared core). Writes
+Run: ``.venv/bin/python benchmarks/token_budget.py`` (≈ 30-40 min on one shared core), then
+``… --ablation`` (≈ 10 min: α-sampled top-k training with / without the budget penalty). Writes
 ``benchmarks/results/token_budget.json`` and ``token_budget.png``; trained checkpoints go to ``runs/token_budget``
 (not committed). ``--reuse`` skips training for checkpoints that exist.
 """
@@ -61,8 +62,14 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma list of variant names")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "token_budget.json")
     ap.add_argument("--tag", default="", help="suffix of the checkpoint folder (runs/token_budget<tag>)")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only run the top-k penalty ablation (α sampled, --steps steps, with and without the "
+                         "budget penalty) and merge it into --out")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.ablation:
+        ablation(args)
+        return
     runs = ROOT.parent / "runs" / f"token_budget{args.tag}"
     runs.mkdir(parents=True, exist_ok=True)
     base = load_preset("token-vit-tiny")
@@ -159,6 +166,32 @@ def main() -> None:
     write_json(result, args.out)
     plot(result, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """α-sampled top-k training with vs without the output penalty (001 Eq. 7), same seed and steps: the penalty
+    only sees the ceil(α·M) quantisation in top-k training and kills the straight-through gates (budget_train.py)."""
+    base = load_preset("token-vit-tiny")
+    x_tr, y_tr = load_images("digits32", base, None, "train")
+    x_te, y_te = load_images("digits32", base, None, "test")
+    out: dict[str, Any] = {"steps": args.steps, "train_selection": "topk", "train_budget": "sampled"}
+    for penalty in (True, False):
+        model, tl = train_budget_model(_cfg("topk"), x_tr, y_tr, args.steps, budget="sampled",
+                                       batch_size=args.batch_size, lr=args.lr, seed=0, log_every=100,
+                                       topk_penalty=penalty)
+        ev = Evaluator(model, batch_size=256, seed=0)
+        rows = []
+        for a in ALPHAS:
+            soft = ev.soft(x_te, y_te, a, 0, EVAL_SNR)
+            rows.append({"alpha": a, "hard_acc": ev.hard(x_te, y_te, a, 0, EVAL_SNR), "soft_acc": soft["metric"],
+                         "soft_mean_mask": soft["mean_mask"], "soft_nonzero": soft["nonzero"]})
+        key = "with_penalty" if penalty else "without_penalty"
+        out[key] = {"final_loss": tl.loss[-1], "train_seconds": tl.seconds, "eval": rows}
+        print(key, [(r["alpha"], round(r["hard_acc"], 3), round(r["soft_mean_mask"], 3)) for r in rows], flush=True)
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result["ablation_topk_penalty"] = out
+    write_json(result, args.out)
+    print(f"merged into {args.out}")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

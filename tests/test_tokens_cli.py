@@ -119,3 +119,17 @@ def test_viz_errors(ckpt, tmp_path) -> None:
     cfg = load_preset("recvit-tiny")
     plain = save_checkpoint(tmp_path / "plain.pt", cfg=cfg, model=build_model(cfg))
     _assert_error(_run("viz", plain, "--images", "1", "--budget", "0.5", "--out", out), "no token selection")
+
+
+def test_profile_of_a_reconstruction_model_reports_ssim(tmp_path) -> None:
+    """unified-tiny (RecViT + depth + width + tokens, reconstruction): the table holds SSIM and says so."""
+    from edgesc.tokens.profile import load_images, profile
+
+    torch.manual_seed(0)
+    cfg = load_preset("unified-tiny")
+    model = build_model(cfg).eval()
+    x, y = load_images("photos32", cfg, 6)
+    table = profile(model, x, y, budgets=(0.25, 1.0), snr_db=(0.0, 20.0))
+    assert table["metric"] == "ssim" and "SSIM" in table["metric_note"]
+    acc = torch.tensor(table["accuracy"])
+    assert acc.shape == (2, 2, 2) and bool(((acc > -1) & (acc < 1)).all())
