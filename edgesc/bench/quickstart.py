@@ -71,9 +71,9 @@ def _train(o: QuickstartOptions) -> tuple[Path, dict[str, Any]]:
         raise QuickstartFailed(f"training stopped before its last step (see {o.out / 'train'})")
     last = res.stages[-1]
     metrics = {k: v for k, v in (last.metrics or {}).items() if isinstance(v, (int, float))}
-    info = {"checkpoint": str(res.checkpoint), "steps": last.step, "metrics": metrics,
+    info = {"checkpoint": str(Path(res.checkpoint).resolve()), "steps": last.step, "metrics": metrics,
             "seconds_per_step": last.seconds_per_step}
-    return Path(res.checkpoint), info
+    return Path(res.checkpoint).resolve(), info
 
 
 def _export(o: QuickstartOptions, ckpt: Path) -> tuple[Path, dict[str, Any]]:
@@ -84,10 +84,10 @@ def _export(o: QuickstartOptions, ckpt: Path) -> tuple[Path, dict[str, Any]]:
     if not res.valid:
         raise QuickstartFailed(f"the exported graphs do not match PyTorch: {val.get('summary', 'validation failed')} "
                                f"(see {res.out_dir / 'manifest.invalid.json'})")
-    info = {"dir": str(res.out_dir), "sizes_bytes": dict(res.sizes), "validation_ok": bool(val.get("ok")),
+    info = {"dir": str(Path(res.out_dir).resolve()), "sizes_bytes": dict(res.sizes), "validation_ok": bool(val.get("ok")),
             "validation_summary": val.get("summary"), "audit_ok": res.audit_ok,
             "controls": {side: sorted(c) for side, c in res.manifest["controls"].items()}}
-    return Path(res.out_dir), info
+    return Path(res.out_dir).resolve(), info
 
 
 def _test_images(cfg: Any, count: int) -> np.ndarray:
