@@ -87,6 +87,7 @@ def quickstart_cmd(
         try:
             result = run_quickstart(QuickstartOptions(out=out, steps=steps, preset=preset, threads=threads,
                                                       bench_seconds=bench_seconds, seed=seed,
+                                                      progress=sys.stdout.isatty(),  # training progress bar
                                                       log=lambda msg: out_console.print(msg, highlight=False)))
         except QuickstartFailed as exc:  # the job failed, not the input: exit code 1
             fail(str(exc), 1)
