@@ -201,6 +201,22 @@ def test_topk_training_is_straight_through():
     assert model.encoder.tokens.gates[0].weight.grad.abs().sum() > 0
 
 
+def test_topk_training_has_no_budget_penalty_but_soft_training_does():
+    """Top-k meets the budget exactly; a penalty would only see rounding (1/M = 0.0625 > margin here) and push the
+    soft gates to zero (found by the token-budget experiment). Soft training keeps the papers' penalties."""
+    tokens = {"enabled": True, "select_at": 0, "adaptive_layers": [0, 1], "margin": 0.05}
+    for selection, penalty in [("topk", "local"), ("topk", "global"), ("soft", "local"), ("soft", "global")]:
+        cfg = _tiny(tokens={**tokens, "train_selection": selection, "penalty": penalty})
+        assert cfg.num_patches == 16
+        model = build_model(cfg).train()
+        out = model(torch.rand(3, 3, 16, 16), Controls(budget=0.2))  # ceil(0.2·16)/16 − 0.2 = 0.05 + 0.0125
+        names = {k for k in out.losses if k.startswith("tokens_")}
+        if selection == "topk":
+            assert names == set(), (selection, penalty, names)
+        else:
+            assert names == {"tokens_inner", "tokens_output" if penalty == "local" else "tokens_global"}
+
+
 def test_budget_sampled_per_example_in_training():
     model = build_model(load_preset("unified-tiny")).train()
     out = model(torch.rand(4, 3, 32, 32), Controls(budget=None))

@@ -222,11 +222,12 @@ class SemanticEncoder(nn.Module):
     def transmitted(self) -> int:
         return self.num_patches + int(self.cls_token is not None)
 
-    def inference(self):
-        """The exportable inference form (:class:`edgesc.models.inference.InferenceEncoder`), same weights."""
-        from .inference import InferenceEncoder
+    def inference(self, width_chunks: int | None = None):
+        """The exportable inference form (:class:`edgesc.models.inference.InferenceEncoder`), same weights;
+        ``width_chunks``: width chunks per component (default ``inference.DEFAULT_WIDTH_CHUNKS``)."""
+        from .inference import DEFAULT_WIDTH_CHUNKS, InferenceEncoder
 
-        return InferenceEncoder(self)
+        return InferenceEncoder(self, DEFAULT_WIDTH_CHUNKS if width_chunks is None else width_chunks)
 
     def forward(self, images: Tensor, ctl: _Resolved) -> EncoderResult:
         b = images.shape[0]
@@ -274,7 +275,11 @@ class SemanticEncoder(nn.Module):
         if self.tokens is not None:
             symbols = normalize_power(symbols, keep)
             sel = self.tokens
-            if fractions:
+            # Hard (top-k) selection keeps exactly ceil(α·M) tokens by construction, so the budget penalties have
+            # nothing to enforce: all they would see is the rounding ceil(α·M)/M − α (up to 1/M, above the margin
+            # for small M), and pushing on it drives every soft gate to zero and kills its gradient. They apply to
+            # the papers' soft masks only (deviation documented in docs/methods.md, "Models").
+            if fractions and not ctl.hard_tokens:
                 out_pen = sel.penalty_of(fractions[-1], ctl.budget)
                 inner = [sel.penalty_of(f, ctl.budget) for f in fractions[:-1]]
                 if sel.penalty == "local":
@@ -308,11 +313,12 @@ class SemanticDecoder(nn.Module):
             self.pos = None
             self.head = nn.Linear(e, cfg.num_classes)
 
-    def inference(self):
-        """The exportable inference form (:class:`edgesc.models.inference.InferenceDecoder`), same weights."""
-        from .inference import InferenceDecoder
+    def inference(self, width_chunks: int | None = None):
+        """The exportable inference form (:class:`edgesc.models.inference.InferenceDecoder`), same weights;
+        ``width_chunks``: width chunks per component (default ``inference.DEFAULT_WIDTH_CHUNKS``)."""
+        from .inference import DEFAULT_WIDTH_CHUNKS, InferenceDecoder
 
-        return InferenceDecoder(self)
+        return InferenceDecoder(self, DEFAULT_WIDTH_CHUNKS if width_chunks is None else width_chunks)
 
     def forward(self, received: Tensor, keep: Tensor, ctl: _Resolved) -> tuple[Tensor, dict[str, Tensor], dict[str, Any], Tensor]:
         z = self.coder(received, ctl.ratio)  # [B, M(+1), E]
@@ -402,7 +408,7 @@ class SemanticCodec(nn.Module):
             enc.stats["prune_ratio"] = rho_bar.mean()
             enc.stats["lambda_rho"] = lam
         sel = self.encoder.tokens
-        if sel is not None and sel.penalty == "global":
+        if sel is not None and sel.penalty == "global" and not ctl.hard_tokens:
             frac = torch.cat([enc.kept_per_layer, dec_kept], dim=1).mean(dim=1)  # 003 Eq. 6-7
             losses["tokens_global"] = sel.output_weight * sel.penalty_of(frac, ctl.budget)
         stats: dict[str, Any] = {f"enc_{k}": v for k, v in enc.stats.items()}
