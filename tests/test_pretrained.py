@@ -164,3 +164,24 @@ def test_bad_files(tmp_path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="not a state dict"):
         read_state_dict(tmp_path / "list.pth")
+
+
+def test_train_init_accepts_a_timm_file(tmp_path) -> None:
+    """`edgesc train --init deit.pth` starts from timm weights (papers 001/003 fine-tune a pretrained DeiT)."""
+    from edgesc.train.checkpoint import is_edgesc_checkpoint, load_checkpoint
+    from edgesc.train.options import TrainOptions
+    from edgesc.train.trainer import run_training
+
+    sd = timm_state_dict(e=32, depth=4, patch=8, grid=4, classes=10, mlp=64)
+    src = tmp_path / "deit.pth"
+    torch.save({"model": sd}, src)  # DeiT releases wrap the weights in "model"
+    assert not is_edgesc_checkpoint(src)
+    out = tmp_path / "run"
+    res = run_training(TrainOptions(model="token-vit-tiny", data="digits32", out=out, steps=1, batch_size=4,
+                                    init=src, log_every=1, eval_batches=1))
+    assert res.checkpoint is not None and is_edgesc_checkpoint(res.checkpoint)
+    _, model, _ = load_checkpoint(res.checkpoint)
+    w = model.state_dict()
+    # one AdamW step at a small learning rate moves the weights only a little from the timm ones
+    blk = [k for k in w if k.endswith("qkv.weight")][0]
+    assert torch.allclose(w[blk].float(), sd["blocks.0.attn.qkv.weight"], atol=0.05), blk

@@ -173,6 +173,22 @@ def save_checkpoint(
 
 
 # ---- reading ----------------------------------------------------------------------------------------------
+def is_edgesc_checkpoint(path: str | Path) -> bool:
+    """True unless ``path`` is readable weights that are not an edgesc checkpoint (a timm-format ViT/DeiT state
+    dict, ``.safetensors`` or torch). Unreadable files count as edgesc checkpoints, so that
+    :func:`read_checkpoint` reports the precise problem."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        return False
+    if not p.is_file():
+        return True
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure is reported by read_checkpoint
+        return True
+    return not isinstance(obj, dict) or "format" in obj
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate the raw checkpoint dict; float16 weights are returned as float32.
 

@@ -32,6 +32,7 @@ from edgesc.train.checkpoint import (
     capture_rng_state,
     checkpoint_config,
     describe_mismatch,
+    is_edgesc_checkpoint,
     read_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -175,12 +176,18 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Initialise ``model`` from checkpoint ``path`` (e.g. the width stage for the depth stage).
+    """Initialise ``model`` from checkpoint ``path`` (e.g. the width stage for the depth stage), or from a
+    timm-format ViT/DeiT state dict (:func:`edgesc.models.pretrained.load_timm_vit`).
 
     Parameters the checkpoint lacks (a newly enabled controller) keep their fresh initialisation and parameters
     only the checkpoint has (a disabled controller) are ignored; both are reported. Shape mismatches and
     checkpoints sharing no parameter with the model raise :class:`CheckpointError`.
     """
+    if not is_edgesc_checkpoint(path):
+        from edgesc.models.pretrained import load_timm_vit  # timm ViT/DeiT weights (papers 001/003 start there)
+
+        rep = load_timm_vit(model, path)
+        return {"missing": rep.initialised, "unexpected": rep.skipped, "timm": rep.notes}
     obj = read_checkpoint(path)
     state = obj["model"]
     own = model.state_dict()

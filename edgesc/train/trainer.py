@@ -92,9 +92,11 @@ def run_training(opts: TrainOptions, *, model_factory: Callable[[ModelConfig], n
             raise OptionError(f"--eval-batches {opts.eval_batches}: --stage joint evaluates every configuration "
                               f"for the Pareto set and needs at least 1")
     if run.init is not None:
-        from edgesc.train.checkpoint import read_checkpoint
+        from edgesc.models.pretrained import read_state_dict
+        from edgesc.train.checkpoint import is_edgesc_checkpoint, read_checkpoint
 
-        read_checkpoint(run.init)  # a corrupt or foreign --init fails before anything is written
+        # a corrupt or foreign --init fails before anything is written
+        read_checkpoint(run.init) if is_edgesc_checkpoint(run.init) else read_state_dict(run.init)
     dd.pick_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))  # --device cuda without a GPU: fail now
     archived = prepare_out(run.out, resume=run.resume, if_exists=opts.if_exists,
                            is_main=int(os.environ.get("RANK", "0")) == 0)
