@@ -45,8 +45,9 @@ def ssim(x: Tensor, y: Tensor, crop_border: bool = True) -> Tensor:
     _check_pair("ssim", x, y)
     if min(x.shape[-2:]) <= SSIM_WINDOW - 1:
         raise DataError(f"ssim: images must be larger than {SSIM_WINDOW - 1} pixels per side, got {tuple(x.shape[-2:])}")
-    x = x.double()
-    y = y.double()
+    # float32: 3x faster than float64 on CPU and within 1e-5 of scikit-image (tests/test_metrics.py)
+    x = x.float()
+    y = y.float()
     if not crop_border:
         return structural_similarity_index_measure(
             y, x, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW, data_range=1.0,
