@@ -200,6 +200,21 @@ def ratio_levels(table_raw: dict, symbols_per_token: tuple[int, ...]) -> list[in
     return list(range(n))
 
 
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder or creatable: not a file, not under a file (checked before any work).
+
+    A copy of ``edgesc.bench.inputs.check_output_dir``: this script must not import edgesc (nor torch)."""
+    if out.exists():
+        if not out.is_dir():
+            raise LoopError(f"--out {out}: exists and is not a folder")
+        return
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LoopError(f"--out {out}: {parent} is a file, not a folder")
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("export_dir", type=Path)
@@ -223,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_out_dir(args.out)
     enc = Encoder(args.export_dir, backend="onnxruntime", threads=args.threads)
     m = enc.model
     images = load_images(args.images, m.channels, m.image_size)

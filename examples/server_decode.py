@@ -13,6 +13,12 @@ optional token erasure (``--erasure p``: each token lost with probability p, the
 The decoder runs with the ratio of each packet and its own ``--depth``/``--width`` (default: the model's).
 Writes ``OUT/frame_NNNNNN.png`` (reconstruction) or ``OUT/predictions.jsonl`` (classification), and
 ``OUT/server_log.jsonl``.
+
+A lossy link delivers damaged packets: a ``.esc1`` file that fails to parse (truncated, CRC mismatch, another
+model's hash, indices out of range) is reported on stderr as ``skipped NAME: reason`` and left out; the other
+packets are decoded (a fragment's frame is decoded from the fragments that did arrive). Exit codes: 0 when at
+least one frame was decoded (skipped files or not), 2 on bad input -- including when no packet file could be
+used, so that nothing was decoded -- with one line ``error: ...`` on stderr.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import numpy as np
 
 from edgesc_runtime import Decoder, RuntimeErrorBase
 from edgesc_runtime.channel import awgn, erasure
-from edgesc_runtime.packet import parse_packet, reassemble
+from edgesc_runtime.packet import Packet, PacketError, parse_packet, reassemble
 
 
 class ServerError(Exception):
@@ -59,6 +65,21 @@ def save_image(chw: np.ndarray, path: Path) -> Path:
         return path.with_suffix(".npy")
 
 
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a folder or creatable: not a file, not under a file (checked before any work).
+
+    A copy of ``edgesc.bench.inputs.check_output_dir``: this script must not import edgesc (nor torch)."""
+    if out.exists():
+        if not out.is_dir():
+            raise ServerError(f"--out {out}: exists and is not a folder")
+        return
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ServerError(f"--out {out}: {parent} is a file, not a folder")
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("export_dir", type=Path)
@@ -79,16 +100,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def read_packets(files: list[Path], model_hash: str, max_index: int) -> tuple[list[Packet], list[str]]:
+    """Parse every file; a corrupt or foreign one is reported (``name: reason``) and skipped, not fatal."""
+    good: list[Packet] = []
+    skipped: list[str] = []
+    for f in files:
+        try:
+            good.append(parse_packet(f.read_bytes(), model_hash, max_index))
+        except (PacketError, OSError) as exc:
+            skipped.append(f"{f.name}: {exc}")
+            print(f"skipped {f.name}: {exc}", file=sys.stderr)
+    return good, skipped
+
+
 def run(args: argparse.Namespace) -> int:
-    dec = Decoder(args.export_dir, backend="onnxruntime", threads=args.threads)
-    m = dec.model
+    check_out_dir(args.out)
     if not args.packets.is_dir():
         raise ServerError(f"packet folder not found: {args.packets}")
     files = sorted(args.packets.glob("*.esc1"))
     if not files:
         raise ServerError(f"no .esc1 packets in {args.packets}")
+    dec = Decoder(args.export_dir, backend="onnxruntime", threads=args.threads)
+    m = dec.model
     max_index = m.num_patches + int(m.class_token)
-    frames = reassemble((parse_packet(f.read_bytes(), m.hash, max_index) for f in files))
+    packets, skipped = read_packets(files, m.hash, max_index)
+    if not packets:
+        raise ServerError(f"no frame decoded: all {len(files)} packet file(s) unusable (first: {skipped[0]})")
+    frames = reassemble(packets)
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     takes = set(dec.control_names)
@@ -123,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
                 preds.write(json.dumps({"frame": frame, "class": entry["class"]}) + "\n")
             log.write(json.dumps(entry) + "\n")
             n_out += 1
-    print(f"{n_out} frames decoded -> {args.out}")
+    note = f"; skipped {len(skipped)} of {len(files)} packet file(s) (listed above)" if skipped else ""
+    print(f"{n_out} frames decoded -> {args.out}{note}")
     return 0
 
 

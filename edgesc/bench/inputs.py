@@ -28,8 +28,24 @@ def parse_list(text: str | None, kind: Callable[[str], T], option: str) -> list[
     return out
 
 
-def load_images_npy(path: str | Path) -> np.ndarray:
-    """A .npy file of images [N, C, H, W] (float in [0, 1], or uint8 0..255)."""
+def check_output_dir(path: str | Path, option: str) -> None:
+    """Fail before a long job when its output *folder* cannot be made: the path is a file, or a parent is a file.
+
+    The parent walk is :func:`edgesc.train.options.check_output_file`'s (one rule for every output path)."""
+    from edgesc.train.options import OptionError, check_output_file
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise OptionError(f"{option} {p}: exists and is not a folder")
+        return
+    check_output_file(p, option)  # a path that does not exist yet: only its parents are checked
+
+
+def read_images_npy(path: str | Path) -> tuple[np.ndarray, str]:
+    """A .npy file of images [N, C, H, W] with N >= 1: float in [0, 1], or uint8 0..255 (divided by 255).
+
+    Returns the float32 images and a description of what was done (``"x.npy (uint8, scaled by 1/255)"``)."""
     p = Path(path)
     if not p.is_file():
         raise BenchError(f"images file not found: {p}")
@@ -37,10 +53,21 @@ def load_images_npy(path: str | Path) -> np.ndarray:
         x = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise BenchError(f"{p}: not a readable .npy array ({exc})") from None
+    if x.ndim != 4 or (x.dtype != np.uint8 and x.dtype.kind != "f"):
+        raise BenchError(f"{p}: images must be a float [N, C, H, W] array in [0, 1] (or uint8 0..255), "
+                         f"got {x.dtype}{list(x.shape)}")
+    if x.shape[0] == 0:
+        raise BenchError(f"{p}: holds no images (N = 0 in shape {list(x.shape)})")
+    source = str(p)
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0
-    if x.dtype.kind != "f" or x.ndim != 4:
-        raise BenchError(f"{p}: images must be a float [N, C, H, W] array in [0, 1], got {x.dtype}{list(x.shape)}")
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise BenchError(f"{p}: image values must be finite and lie in [0, 1]")
-    return x.astype(np.float32)
+        source += " (uint8, scaled by 1/255)"
+    elif not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise BenchError(f"{p}: float image values must be finite and lie in [0, 1] "
+                         f"(got [{np.nanmin(x):g}, {np.nanmax(x):g}]); give uint8 for 0..255")
+    return x.astype(np.float32), source
+
+
+def load_images_npy(path: str | Path) -> np.ndarray:
+    """The images of :func:`read_images_npy` (float32 [N, C, H, W] in [0, 1], N >= 1)."""
+    return read_images_npy(path)[0]

@@ -285,10 +285,15 @@ def run_quickstart(o: QuickstartOptions) -> QuickstartResult:
     from edgesc.bench.runner import BenchOptions, run_bench
     from edgesc.config import load_preset
 
+    from edgesc.bench.inputs import check_output_dir
+
+    check_output_dir(o.out, "--out")  # before training: a file in the way must not cost the whole run
     if o.steps is not None and o.steps < 1:
         raise BenchError(f"--steps must be >= 1, got {o.steps}")
     if o.threads is not None and o.threads < 1:
         raise BenchError(f"--threads must be >= 1, got {o.threads}")
+    if not o.bench_seconds > 0:
+        raise BenchError(f"--bench-seconds must be > 0, got {o.bench_seconds}")
     cfg = load_preset(o.preset)
     if cfg.task != "reconstruction":
         raise BenchError(f"quickstart reports reconstruction quality; preset {o.preset} is {cfg.task}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import math
 import os
 import platform
 import sys
@@ -292,7 +293,11 @@ def open_sessions(export_dir: Path, backend: str, threads: int | None) -> tuple[
 
 
 def check_controls(enc: Any, dec: Any, grid: Sequence[Setting], snr_db: float) -> None:
-    """Validate every setting's controls against the manifest before anything is timed."""
+    """Validate every setting's controls against the manifest before anything is timed (the SNR on its own,
+    so that a bad value is reported under the option that set it)."""
+    with runtime_errors_as_bench_errors("--snr-db"):
+        enc.resolve_controls(dict(snr_db=snr_db))
+        dec.resolve_controls(dict(snr_db=snr_db))
     seen = set()
     for s in grid:
         key = (s.budget, s.depth, s.width)
@@ -300,8 +305,8 @@ def check_controls(enc: Any, dec: Any, grid: Sequence[Setting], snr_db: float) -
             continue
         seen.add(key)
         with runtime_errors_as_bench_errors("--budget/--depth/--width"):
-            enc.resolve_controls(dict(budget=s.budget, depth=s.depth, width=s.width, snr_db=snr_db, ratio=None))
-            dec.resolve_controls(dict(depth=s.depth, width=s.width, snr_db=snr_db, ratio=None))
+            enc.resolve_controls(dict(budget=s.budget, depth=s.depth, width=s.width, snr_db=None, ratio=None))
+            dec.resolve_controls(dict(depth=s.depth, width=s.width, snr_db=None, ratio=None))
 
 
 def _check_options(o: BenchOptions) -> None:
@@ -315,6 +320,11 @@ def _check_options(o: BenchOptions) -> None:
         raise BenchError(f"--warmup must be >= 0, got {o.warmup}")
     if o.threads is not None and o.threads < 1:
         raise BenchError(f"--threads must be >= 1, got {o.threads}")
+    if not math.isfinite(o.snr_db):
+        raise BenchError(f"--snr-db must be a finite number, got {o.snr_db}")
+    for name, v in (("--peak-gflops", o.peak_gflops), ("--bandwidth-gbs", o.bandwidth_gbs)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise BenchError(f"{name} must be a positive number, got {v:g}")
     if o.device == "cpu" and o.backend == "tensorrt" and not o.estimate:
         raise BenchError("--backend tensorrt needs --device cuda or jetson")
 

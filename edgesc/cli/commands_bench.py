@@ -44,9 +44,18 @@ def bench_cmd(
 
     def body() -> None:
         from edgesc.bench import BenchOptions, parse_list, print_report, run_bench, write_json, plot_report
-        from edgesc.bench.inputs import load_images_npy
+        from edgesc.bench.inputs import read_images_npy
+        from edgesc.train.options import PLOT_SUFFIXES, check_output_file
 
-        imgs = load_images_npy(images) if images is not None else None
+        # Output paths first: a bad one must fail now, not after minutes of timing.
+        if json_out is not None:
+            check_output_file(json_out, "--json")
+        if plot is not None:
+            check_output_file(plot, "--plot", PLOT_SUFFIXES)
+        imgs, images_source = read_images_npy(images) if images is not None else (None, "random")
+        if images_source.endswith("scaled by 1/255)"):
+            Console(stderr=True).print(f"note: --images {images}: uint8 values divided by 255", highlight=False,
+                                        markup=False, soft_wrap=True)
         opts = BenchOptions(
             export_dir=export_dir, device=device, backend=backend,
             batches=parse_list(batch, int, "--batch"),
@@ -54,7 +63,7 @@ def bench_cmd(
             depths=parse_list(depth, int, "--depth") if depth else None,
             widths=parse_list(width, float, "--width") if width else None,
             snr_db=snr_db, warmup=warmup, iters=iters, seconds=seconds, threads=threads,
-            images=imgs, images_source=str(images) if images is not None else "random",
+            images=imgs, images_source=images_source,
             seed=seed, estimate=estimate, target=target, peak_gflops=peak_gflops, bandwidth_gbs=bandwidth_gbs,
             compare_torch=compare_torch, checkpoint=checkpoint, compare_static=compare_static,
             command="edgesc " + " ".join(sys.argv[1:]),

@@ -76,7 +76,12 @@ def control_sim_cmd(
     def body() -> None:
         from edgesc.tokens import control_sim as cs
         from edgesc.tokens.profile import write_json
+        from edgesc.train.options import PLOT_SUFFIXES, check_output_file
 
+        if json_out is not None:
+            check_output_file(json_out, "--json")
+        if plot is not None:
+            check_output_file(plot, "--plot", PLOT_SUFFIXES)
         vg = cs.parse_grid(V_grid, "--V-grid") if V_grid else cs.DEFAULT_V_GRID
         mg = cs.parse_grid(mu_grid, "--mu-grid") if mu_grid else cs.DEFAULT_MU_GRID
         res = cs.simulate(proxy, snr, bound, slots=slots, V=V, mu=mu, search=search, V_grid=vg, mu_grid=mg,

@@ -60,6 +60,13 @@ def check_budget(value: float) -> float:
     return v
 
 
+def check_batch_size(batch_size: int) -> int:
+    """``--batch-size`` must be a positive integer."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
 def parse_snr_grid(text: str) -> tuple[float, ...]:
     """``LO:HI:STEP`` (inclusive, e.g. ``-5:20:5``), a comma list (``0,10,20``) or one value → SNR grid in dB."""
     s = str(text).strip()
@@ -194,6 +201,7 @@ class Evaluator:
     def __post_init__(self) -> None:
         from edgesc.channels import make_channel
 
+        check_batch_size(self.batch_size)
         make_channel(self.channel)  # validates the name
         self.cfg: ModelConfig = self.model.cfg
         self.model.eval()
@@ -344,7 +352,10 @@ def run_profile(checkpoint: str | Path, data: str, out: str | Path, budgets: str
                 progress: Any = None) -> dict[str, Any]:
     """CLI body of ``edgesc profile``: load the checkpoint and data, measure, write ``out``."""
     from edgesc.train.checkpoint import load_checkpoint
+    from edgesc.train.options import check_output_file
 
+    check_output_file(Path(out), "--out")  # before profiling: a bad path must not cost the whole grid
+    check_batch_size(batch_size)
     grid_b = parse_budgets(budgets)
     grid_s = parse_snr_grid(snr_db)
     cfg, model, _ = load_checkpoint(checkpoint)
@@ -362,4 +373,4 @@ def run_profile(checkpoint: str | Path, data: str, out: str | Path, budgets: str
 
 __all__ = ["FORMAT", "parse_budgets", "parse_snr_grid", "parse_ratios", "check_budget", "check_ratio",
            "kept_tokens", "symbol_ratio", "metric_name", "load_images", "lose_tokens", "Evaluator", "profile",
-           "write_json", "run_profile"]
+           "write_json", "run_profile", "check_batch_size"]

@@ -114,8 +114,10 @@ def render(images: Tensor, masks: dict[str, Any], budget: float, cfg: ModelConfi
 def run_viz(checkpoint: str | Path, images: int, budget: float, out: str | Path, data: str | None = None,
             split: str = "test", snr_db: float = 10.0) -> dict[str, Any]:
     """CLI body of ``edgesc viz``: PNGs plus ``masks.json`` (soft masks and hard sets) in ``out``."""
+    from edgesc.bench.inputs import check_output_dir
     from edgesc.train.checkpoint import load_checkpoint
 
+    check_output_dir(out, "--out")
     check_budget(budget)
     if images < 1:
         raise DataError(f"--images must be >= 1, got {images}")
