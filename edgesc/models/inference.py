@@ -9,11 +9,19 @@ How work is skipped without data-dependent control flow (no ONNX If / Loop in th
 * Per-token depth (000 Alg. 1): per layer, the images with any active token are gathered (an image with none skips
   the layer); Q/K/V and attention run on every token of those images (halted tokens stay keys/values with frozen
   values, as in the masked training form); output projection, MLP and stop score run on the active rows only,
-  which are scattered back.
+  which are scattered back. The state (tokens, halting flags, cumulative scores, output sum) is kept flat
+  ``[B·T, ·]`` so that gathers and scatters need no reshapes, and the halting step (Eq. 22-25) is a short
+  closed form of :func:`edgesc.models.depth.halting_step` (same values).
 * Width (000 Eq. 31): heads and MLP groups are reordered by importance when the inference module is built and
-  every unit holds its own weight tensors (no duplication, no run-time weight slicing). Unit ``u`` runs on its
-  rows only if ``u < keep``: ROW GATING, i.e. its input is ``x[:n]`` with ``n = rows`` when on and ``0`` when off,
-  and its output is zero-padded back before the sum. Unit 0 is always on (keep ≥ 1).
+  grouped into at most ``width_chunks`` equal CHUNKS per component (``s`` units each, ``s`` the smallest divisor
+  of the unit count giving at most ``width_chunks`` chunks); every chunk holds its own weight tensors (no
+  duplication, no run-time weight slicing). Chunk ``c`` runs iff ``c < kc = ceil(keep / s)`` by ROW GATING: its
+  input is ``x[None][:g_c]`` with ``g_c = [c < kc]`` ∈ {0, 1}, so a skipped chunk is a matrix product over zero
+  rows. Chunk products are concatenated chunk-major, attention runs batched over (chunk, image), one Split routes
+  each chunk to its own output tensor and one ReduceSum adds the chunks. Inside the last run chunk the units past
+  ``keep`` are zeroed by a 0/1 mask (exact maths: their head output / MLP hidden is multiplied by 0), so compute is
+  rounded up to whole chunks: ``width_units`` reports the EXECUTED units ``kc·s`` (docs/contract.md). With
+  ``width_chunks >= units`` every chunk is one unit and nothing is masked.
 * Ratio levels: the same row gating selects one channel-coder pair; outputs are padded to the largest ``S`` and
   sliced to the selected one.
 
@@ -34,11 +42,12 @@ from edgesc.errors import ControlError
 
 from .blocks import TransformerBlock, activation_fn
 from .coder import normalize_power
-from .depth import halting_step
 from .tokens import budget_keep
 from .width import keep_counts
 
-__all__ = ["InferenceEncoder", "InferenceDecoder", "control_names"]
+__all__ = ["InferenceEncoder", "InferenceDecoder", "control_names", "chunk_size", "DEFAULT_WIDTH_CHUNKS"]
+
+DEFAULT_WIDTH_CHUNKS = 4  # chunks per width component (heads; MLP groups) in the inference form
 
 
 def control_names(cfg: ModelConfig, side: str) -> list[str]:
@@ -57,154 +66,159 @@ def control_names(cfg: ModelConfig, side: str) -> list[str]:
     return names
 
 
-def _unit_flags(keep: Tensor, units: int) -> list:
-    """0/1 ints ``[u < keep]`` for u in [0, units) from a 0-d int64 keep count (export: unbacked ints)."""
-    flags = [1]
-    for u in range(1, units):
-        f = (keep > u).to(torch.int64).item()
-        torch._check(f >= 0)
-        torch._check(f <= 1)
-        flags.append(f)
-    return flags
+def chunk_size(units: int, chunks: int) -> int:
+    """Units per width chunk: the smallest divisor ``s`` of ``units`` with ``units / s <= chunks``."""
+    return next(s for s in range(1, units + 1) if units % s == 0 and units // s <= chunks)
 
 
-def _scaled(flag, size):
-    """Row count of a gated unit: ``size`` when ``flag`` is 1, else 0."""
-    n = flag * size
-    torch._check(n >= 0)
-    torch._check(n <= size)
-    return n
+def _check_chunks(width_chunks: int) -> int:
+    if isinstance(width_chunks, bool) or not isinstance(width_chunks, int) or width_chunks < 1:
+        raise ControlError(f"width_chunks must be a positive integer, got {width_chunks!r}")
+    return width_chunks
 
 
-def _gated(size, on: Tensor) -> int:
-    """Row gate: ``size`` when ``on`` (0-d bool tensor) else 0, as an export-friendly unbacked int."""
-    n = (on.to(torch.int64) * size).item()
-    torch._check(n >= 0)
-    torch._check(n <= size)
-    return n
-
-
-def _pad_rows(x: Tensor, rows) -> Tensor:
-    """Zero-pad ``x`` [n, C] at the bottom to ``rows`` rows."""
-    return F.pad(x, (0, 0, 0, rows - x.shape[0]))
+def _level_gates(ratio: Tensor, levels: int) -> list:
+    """``[ratio == r]`` for every ratio level as export-friendly unbacked 0/1 ints (one comparison, one Split)."""
+    on = (ratio == torch.arange(levels, device=ratio.device)).to(torch.int64)
+    gates = [g.item() for g in torch.split(on, 1)]
+    for g in gates:
+        torch._check(g >= 0)
+        torch._check(g <= 1)
+    return gates
 
 
 def _param(t: Tensor) -> nn.Parameter:
     return nn.Parameter(t.detach().clone().contiguous(), requires_grad=False)
 
 
-class _InfBlock(nn.Module):
-    """One transformer block with its heads / MLP groups as separate unit tensors, ordered by importance."""
+def _gated_products(x: Tensor, weights: nn.ParameterList, gates: list) -> Tensor:
+    """``cat_c (x[None][:g_c] @ W_c)`` over the chunks, chunk-major: ``[kc, *x.shape[:-1], F]`` (chunk 0 always)."""
+    x1 = x.unsqueeze(0)
+    parts = [x1] + [x1[:g] for g in gates]
+    return torch.cat([p @ w for p, w in zip(parts, weights)], dim=0)
 
-    def __init__(self, blk: TransformerBlock, head_order: list[int] | None, group_order: list[int] | None) -> None:
+
+def _chunk_sum(y: Tensor, weights: nn.ParameterList, gates: list) -> Tensor:
+    """``Σ_c y[c] @ W_c`` for ``y`` [kc, n, d]: one Split to the chunks' own tensors, then the chunk outputs are
+    added by CumSum + last row (ONNX Runtime's ReduceSum over the chunk axis is ~6× slower on CPU)."""
+    pieces = torch.split(y, [1] + list(gates), dim=0)
+    return torch.cat([p @ w for p, w in zip(pieces, weights)], dim=0).cumsum(dim=0)[-1]
+
+
+class _InfBlock(nn.Module):
+    """One transformer block with its heads / MLP groups as chunk tensors of ``s`` units, ordered by importance."""
+
+    def __init__(self, blk: TransformerBlock, head_order: list[int] | None, group_order: list[int] | None,
+                 chunks: int) -> None:
         super().__init__()
         e, h, dh = blk.embed_dim, blk.heads, blk.head_dim
         g, dg = blk.mlp_groups, blk.group_dim
-        self.embed_dim, self.head_dim, self.scale = e, dh, blk.scale
+        self.embed_dim, self.head_dim, self.group_dim, self.scale = e, dh, dg, blk.scale
         self.activation = blk.activation
         self.ln1 = copy.deepcopy(blk.ln1).requires_grad_(False)
         self.ln2 = copy.deepcopy(blk.ln2).requires_grad_(False)
-        head_units = [[i] for i in head_order] if head_order is not None else [list(range(h))]
-        group_units = [[i] for i in group_order] if group_order is not None else [list(range(g))]
-        self.heads_per_unit = len(head_units[0])
-        qkv_w = blk.qkv.weight.detach().reshape(3, h, dh, e)
-        qkv_b = blk.qkv.bias.detach().reshape(3, h, dh)
+        self.head_chunk = chunk_size(h, chunks) if head_order is not None else h
+        self.group_chunk = chunk_size(g, chunks) if group_order is not None else g
+        ho = head_order if head_order is not None else list(range(h))
+        go = group_order if group_order is not None else list(range(g))
+        sh, sg = self.head_chunk, self.group_chunk
+        head_units = [ho[i : i + sh] for i in range(0, h, sh)]
+        group_units = [go[i : i + sg] for i in range(0, g, sg)]
+        # the attention scale 1/sqrt(dh) (Eq. 6) is folded into the query weights and bias
+        fold = torch.tensor([blk.scale, 1.0, 1.0]).reshape(3, 1, 1)
+        qkv_w = blk.qkv.weight.detach().reshape(3, h, dh, e) * fold[..., None]
+        qkv_b = blk.qkv.bias.detach().reshape(3, h, dh) * fold
         proj_w = blk.proj.weight.detach().reshape(e, h, dh)
-        self.qkv_w = nn.ParameterList(_param(qkv_w[:, u].reshape(-1, e).t()) for u in head_units)  # [E, 3·nh·dh]
-        self.qkv_bs = _param(torch.stack([qkv_b[:, u].reshape(1, 1, -1) for u in head_units]))  # [U, 1, 1, 3·nh·dh]
-        self.o_w = nn.ParameterList(_param(proj_w[:, u].reshape(e, -1).t()) for u in head_units)  # [nh·dh, E]
+        # per chunk: columns (q | k | v) × (its s heads) × dh
+        self.qkv_w = nn.ParameterList(_param(qkv_w[:, u].reshape(-1, e).t()) for u in head_units)  # [E, 3·s·dh]
+        self.qkv_bs = _param(torch.stack([qkv_b[:, u].reshape(1, 1, -1) for u in head_units]))  # [C, 1, 1, 3·s·dh]
+        self.o_w = nn.ParameterList(_param(proj_w[:, u].reshape(e, -1).t()) for u in head_units)  # [s·dh, E]
         self.o_b = _param(blk.proj.bias)
         fc1_w = blk.fc1.weight.detach().reshape(g, dg, e)
         fc1_b = blk.fc1.bias.detach().reshape(g, dg)
         fc2_w = blk.fc2.weight.detach().reshape(e, g, dg)
-        self.fc1_w = nn.ParameterList(_param(fc1_w[u].reshape(-1, e).t()) for u in group_units)  # [E, ng·dg]
-        self.fc1_bs = _param(torch.stack([fc1_b[u].reshape(1, -1) for u in group_units]))  # [U, 1, ng·dg]
-        self.fc2_w = nn.ParameterList(_param(fc2_w[:, u].reshape(e, -1).t()) for u in group_units)  # [ng·dg, E]
+        self.fc1_w = nn.ParameterList(_param(fc1_w[u].reshape(-1, e).t()) for u in group_units)  # [E, s·dg]
+        self.fc1_bs = _param(torch.stack([fc1_b[u].reshape(1, -1) for u in group_units]))  # [C, 1, s·dg]
+        self.fc2_w = nn.ParameterList(_param(fc2_w[:, u].reshape(e, -1).t()) for u in group_units)  # [s·dg, E]
         self.fc2_b = _param(blk.fc2.bias)
 
-    def forward(self, xb: Tensor, act: Tensor | None, head_on: list | None, group_on: list | None) -> Tensor:
-        """Update the active rows of ``xb`` [Bb, T, E].
+    def forward(self, xb: Tensor, x_rows: Tensor, act: Tensor | None, hg: tuple | None, gg: tuple | None) -> Tensor:
+        """Update the active rows of ``xb`` [Bb, T, E]: returns the new rows [n, E].
 
-        ``act``: local flat indices (into ``Bb·T``) of the active rows, ``None`` = all rows. Returns the updated
-        active rows [n, E]. ``head_on`` / ``group_on``: per unit 0/1 ints (unit ``u`` runs iff 1; ``None``: one
-        unit holding all heads / groups); unit 0 always runs.
+        ``x_rows`` [n, E]: the active rows themselves; ``act``: their local flat indices into ``Bb·T`` (``None`` =
+        all rows). ``hg`` / ``gg``: ``(gates, mask)`` of the heads / MLP groups (``None``: one chunk, all units).
         """
-        bb, t, e = xb.shape
-        x_rows = xb.reshape(bb * t, e)
-        if act is not None:
-            x_rows = x_rows.index_select(0, act)
-        z = x_rows + (self._attention(self.ln1(xb), act, head_on) + self.o_b)
-        return z + (self._mlp(self.ln2(z), group_on) + self.fc2_b)
+        z = x_rows + (self._attention(self.ln1(xb), act, hg) + self.o_b)
+        return z + (self._mlp(self.ln2(z), gg) + self.fc2_b)
 
-    def _attention(self, hn: Tensor, act: Tensor | None, flags: list | None) -> Tensor:
-        """MHSA output projection (without bias) for the active rows [n, E].
-
-        Width-gated form: unit ``u`` computes its Q/K/V on ``hn[:f_u·Bb]`` (row gating, its own weight tensor);
-        the results are concatenated unit-major, attention runs batched over (unit, image) pairs, and one Split
-        routes each unit's active rows to its own output-projection tensor; the unit outputs are summed.
-        """
+    def _attention(self, hn: Tensor, act: Tensor | None, gating: tuple | None) -> Tensor:
+        """MHSA output projection (without bias) for the active rows [n, E], chunk-gated (module docstring)."""
         bb, t, e = hn.shape
-        nh, dh = self.heads_per_unit, self.head_dim
-        flags = [1] if flags is None else flags
-        kh = sum(flags)  # units that run (a SymInt when exported)
-        parts = [hn] + [hn[: _scaled(f, bb)] for f in flags[1:]]
-        qkv = torch.cat([p @ w for p, w in zip(parts, self.qkv_w)], dim=0)  # [kh·Bb, T, 3·nh·dh]
-        qkv = qkv.reshape(kh, bb, t, 3 * nh * dh) + self.qkv_bs[:kh]
-        if nh == 1:
-            q, k, v = qkv.split(dh, dim=-1)  # [kh, Bb, T, dh]
-            att = torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v
-        else:  # one unit holding all heads (width disabled)
-            qkv = qkv.reshape(bb, t, 3, nh, dh).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # [Bb, nh, T, dh]
-            att = (torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2)
-        o = att.reshape(kh, bb * t, nh * dh)
+        s, dh = self.head_chunk, self.head_dim
+        if gating is None:  # width disabled: one dense chunk holding every head
+            qkv = (hn @ self.qkv_w[0] + self.qkv_bs[0, 0]).reshape(bb, t, 3 * s, dh).transpose(1, 2)
+            q, k, v = qkv.split(s, dim=1)  # [Bb, H, T, dh]
+            att = (torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2)
+            o = att.reshape(-1, s * dh)
+            if act is not None:
+                o = o.index_select(0, act)
+            return o @ self.o_w[0]
+        gates, mask = gating
+        kc = 1 + sum(gates)
+        qkv = _gated_products(hn, self.qkv_w, gates) + self.qkv_bs[:kc]  # [kc, Bb, T, 3·s·dh]
+        if s == 1:
+            q, k, v = qkv.split(dh, dim=-1)  # [kc, Bb, T, dh]
+            att = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+        else:
+            q, k, v = qkv.reshape(kc, -1, t, 3 * s, dh).transpose(2, 3).split(s, dim=2)  # [kc, Bb, s, T, dh]
+            att = (torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v).transpose(2, 3)
+        o = att.reshape(kc, -1, s * dh)
         if act is not None:
             o = o.index_select(1, act)
-        n = o.shape[1]
-        if len(flags) == 1:
-            return o.reshape(n, nh * dh) @ self.o_w[0]
-        pieces = torch.split(o.reshape(kh * n, nh * dh), [n] + [f * n for f in flags[1:]])
-        return torch.cat([p @ w for p, w in zip(pieces, self.o_w)], dim=0).reshape(kh, n, e).sum(dim=0)
+        if mask is not None:
+            o = o * mask
+        return _chunk_sum(o, self.o_w, gates)
 
-    def _mlp(self, hn2: Tensor, flags: list | None) -> Tensor:
-        """MLP output (without the second bias) for rows ``hn2`` [n, E]; groups gated like the heads."""
-        n, e = hn2.shape
+    def _mlp(self, hn2: Tensor, gating: tuple | None) -> Tensor:
+        """MLP output (without the second bias) for rows ``hn2`` [n, E]; groups chunk-gated like the heads."""
         act_fn = activation_fn(self.activation)
-        if flags is None:
+        if gating is None:
             return act_fn(hn2 @ self.fc1_w[0] + self.fc1_bs[0]) @ self.fc2_w[0]
-        kg = sum(flags)
-        parts = [hn2] + [hn2[: _scaled(f, n)] for f in flags[1:]]
-        hid = torch.cat([p @ w for p, w in zip(parts, self.fc1_w)], dim=0)  # [kg·n, dg]
-        dg = self.fc1_bs.shape[-1]
-        hid = act_fn(hid.reshape(kg, n, dg) + self.fc1_bs[:kg])
-        pieces = torch.split(hid.reshape(kg * n, dg), [n] + [f * n for f in flags[1:]])
-        return torch.cat([p @ w for p, w in zip(pieces, self.fc2_w)], dim=0).reshape(kg, n, e).sum(dim=0)
+        gates, mask = gating
+        kc = 1 + sum(gates)
+        hid = act_fn(_gated_products(hn2, self.fc1_w, gates) + self.fc1_bs[:kc])  # [kc, n, s·dg]
+        if mask is not None:
+            hid = hid * mask
+        return _chunk_sum(hid, self.fc2_w, gates)
 
 
 class _InfSide(nn.Module):
     """A side's transformer in inference form: blocks, halting head, width thresholds, final norm."""
 
-    def __init__(self, side) -> None:  # side: codec.TransformerSide
+    def __init__(self, side, width_chunks: int) -> None:  # side: codec.TransformerSide
         super().__init__()
         stack = side.stack
         self.recursions, self.layers = stack.recursions, stack.layers
         self.heads, self.groups = stack.blocks[0].heads, stack.blocks[0].mlp_groups
         wc = side.width
+        self.width_chunks = width_chunks
         blocks = []
         for u, blk in enumerate(stack.blocks):
             if wc is None:
-                blocks.append(_InfBlock(blk, None, None))
+                blocks.append(_InfBlock(blk, None, None, width_chunks))
             else:
                 ho = torch.argsort(wc.head_scores[u].detach(), descending=True, stable=True).tolist()
                 go = torch.argsort(wc.group_scores[u].detach(), descending=True, stable=True).tolist()
-                blocks.append(_InfBlock(blk, ho, go))
+                blocks.append(_InfBlock(blk, ho, go, width_chunks))
         self.blocks = nn.ModuleList(blocks)
+        self.chunk = (blocks[0].head_chunk, blocks[0].group_chunk)  # units per chunk (heads, MLP groups)
         self.norm = copy.deepcopy(stack.norm).requires_grad_(False)
         self.width_enabled = wc is not None
         if wc is not None:
             self.gamma, self.delta = wc.gamma, wc.delta
             self.xi = _param(wc.xi)
             self.register_buffer("units", wc.units.clone(), persistent=False)
+            self.register_buffer("chunk_t", torch.tensor(self.chunk, dtype=torch.int64), persistent=False)
         dc = side.depth
         self.depth_enabled = dc is not None
         if dc is not None:
@@ -220,73 +234,112 @@ class _InfSide(nn.Module):
         retention = torch.sigmoid(self.gamma * self.xi + self.delta * noise_var)
         return keep_counts(self.units, width, retention)
 
-    def width_units(self, keep: Tensor | None, ref: Tensor) -> Tensor:
+    def plan(self, keep: Tensor | None) -> tuple[list, Tensor | None]:
+        """Width plan of a forward pass from ``keep`` [units, 2]: per block ``(head gating, group gating)``, each
+        ``(gates, mask)`` (see :class:`_InfBlock`; ``None`` without width), and the executed units [units, 2].
+
+        Chunk ``c`` of a component with ``s`` units per chunk runs iff ``keep > c·s``; the executed units are
+        ``s·(1 + Σ_c [keep > c·s]) = s·ceil(keep / s)``. One vectorised comparison for every block and component,
+        then one ``.item()`` per gate, computed once and shared by the recursions of a block."""
         if keep is None:
+            return [(None, None)] * len(self.blocks), None
+        blk0 = self.blocks[0]
+        comps = ((self.heads, self.chunk[0], blk0.head_dim), (self.groups, self.chunk[1], blk0.group_dim))
+        cmax = max(n // sc for n, sc, _ in comps)
+        big = max(self.heads, self.groups)  # threshold of a missing chunk: never exceeded
+        thr = torch.tensor([[c * sc if c < n // sc else big for c in range(1, cmax)] for n, sc, _ in comps],
+                           dtype=torch.int64, device=keep.device).reshape(2, cmax - 1)
+        on = (keep[:, :, None] > thr).to(torch.int64)  # [units, 2, cmax - 1]
+        executed = (on.sum(dim=-1) + 1) * self.chunk_t
+        flat = [] if cmax == 1 else [f.item() for f in torch.split(on.reshape(-1), 1)]
+        for f in flat:
+            torch._check(f >= 0)
+            torch._check(f <= 1)
+        masks = []
+        for j, (n, sc, d) in enumerate(comps):
+            if sc == 1:
+                masks.append(None)
+                continue  # one unit per chunk: a run chunk is a kept unit
+            unit_on = (torch.arange(n, device=keep.device)[None] < keep[:, j : j + 1]).to(blk0.o_b.dtype)
+            masks.append(unit_on.reshape(-1, n // sc, 1, sc, 1).expand(-1, -1, 1, sc, d).reshape(-1, n // sc, 1, sc * d))
+        out = []
+        for u in range(len(self.blocks)):
+            pair = []
+            for j, (n, sc, _) in enumerate(comps):
+                base = (u * 2 + j) * (cmax - 1)
+                gates = flat[base : base + n // sc - 1]
+                pair.append((gates, None if masks[j] is None else masks[j][u, : 1 + sum(gates)]))
+            out.append(tuple(pair))
+        return out, executed
+
+    def width_units(self, executed: Tensor | None, ref: Tensor) -> Tensor:
+        """``width_units`` [L, 2]: units executed per layer (all of them without width)."""
+        if executed is None:
             base = torch.tensor([[self.heads, self.groups]], dtype=torch.int64, device=ref.device)
             # tie to an input so that the graph output is computed, not an initializer
             return base.expand(self.layers, 2) + torch.zeros_like(ref[:1, :1], dtype=torch.int64)
-        return keep.repeat_interleave(self.recursions, dim=0)
+        return executed.repeat_interleave(self.recursions, dim=0)
 
     def start(self, x: Tensor) -> dict[str, Tensor]:
-        b, t, _ = x.shape
-        state = {"x": x}
-        if self.depth_enabled:
-            state["p"] = torch.ones(b, t, dtype=torch.bool, device=x.device)
-            state["hc"] = torch.zeros(b, t, dtype=x.dtype, device=x.device)
-            state["zout"] = torch.zeros_like(x)
-        return state
+        """Initial state from tokens ``x`` [B, T, E]; with halting the state is flat ``[B·T, ·]``."""
+        if not self.depth_enabled:
+            return {"x": x}
+        b, t, e = x.shape
+        rows = x.reshape(b * t, e)
+        return {"x": rows, "p": torch.ones(b * t, 1, dtype=torch.bool, device=x.device),
+                "hc": torch.zeros(b * t, 1, dtype=x.dtype, device=x.device), "zout": torch.zeros_like(rows)}
 
-    def run(self, state: dict[str, Tensor], start: int, stop: int, keep: Tensor | None, depth: Tensor | None,
-            noise_var: Tensor | None, counts: list[Tensor], flags: dict | None = None) -> dict[str, Tensor]:
-        flags = {} if flags is None else flags
-        grid = None
-        channel = None
+    def run(self, state: dict[str, Tensor], tokens: int, start: int, stop: int, gating: list, depth: Tensor | None,
+            noise_var: Tensor | None, counts: list[Tensor]) -> dict[str, Tensor]:
+        """Layers ``start``..``stop-1`` on a state with ``tokens`` tokens per image (see :meth:`start`)."""
+        channel = zeros = limit = None
         if self.depth_enabled:
-            x0 = state["x"]
-            grid = torch.arange(x0.shape[0] * x0.shape[1], device=x0.device).reshape(x0.shape[0], x0.shape[1])
             channel = self.beta * noise_var  # βσ² of Eq. 21, once per graph
+            zeros = torch.zeros_like(state["hc"])
+            # per layer: a token goes on iff h̃ < T, and never past the cap (Alg. 1 line 13): threshold -inf there
+            limit = torch.where(depth > torch.arange(1, self.layers + 1, device=zeros.device), self.threshold,
+                                float("-inf")).to(zeros.dtype)
         for layer in range(start, stop):
             u = layer // self.recursions
             blk = self.blocks[u]
-            if keep is None:
-                kh = kg = None
-            else:
-                if u not in flags:
-                    flags[u] = (_unit_flags(keep[u, 0], len(blk.qkv_w)), _unit_flags(keep[u, 1], len(blk.fc1_w)))
-                kh, kg = flags[u]
-            x = state["x"]
-            b, t, e = x.shape
+            hg, gg = gating[u]
             if not self.depth_enabled:
+                x = state["x"]
+                b, t, e = x.shape
                 counts.append(torch.full((b,), t, dtype=torch.int64, device=x.device))
-                state["x"] = blk(x, None, kh, kg).reshape(b, t, e)
+                z = blk(x, x.reshape(b * t, e), None, hg, gg)
+                state = {"x": z.reshape(b, t, e)}
                 continue
-            p, hc = state["p"], state["hc"]
-            count = p.sum(dim=1)
+            x, p, hc, zout = state["x"], state["p"], state["hc"], state["zout"]  # flat [B·T, ·]; p bool
+            e = x.shape[1]
+            p2 = p.reshape(-1, tokens)
+            count = p2.sum(dim=1)
             counts.append(count)
-            img_idx = torch.nonzero(count > 0).squeeze(1)  # images with any active token
-            xb = x.index_select(0, img_idx)
-            act = torch.nonzero(p.index_select(0, img_idx).reshape(-1)).squeeze(1)  # local active rows
-            z = blk(xb, act, kh, kg)  # [n, E]
-            last = layer == self.layers - 1
-            if last:
-                h = torch.ones(z.shape[0], dtype=x.dtype, device=x.device)
+            img_idx = torch.nonzero(count > 0).reshape(-1)  # images with any active token
+            xb = x.reshape(-1, tokens, e).index_select(0, img_idx)
+            act = torch.nonzero(p2.index_select(0, img_idx).reshape(-1)).reshape(-1)  # local active rows
+            gidx = torch.nonzero(p.reshape(-1)).reshape(-1)  # the same rows, global (same order)
+            z = blk(xb, x.index_select(0, gidx), act, hg, gg)  # [n, E]
+            x_new = x.index_put((gidx,), z)
+            if layer == self.layers - 1:  # Alg. 1 line 13: h = 1, every active token halts with its remainder
+                weight = torch.where(p, 1.0 - hc, 0.0)
+                p_new, hn = torch.zeros_like(p), hc
             else:
-                logit = torch.addmm(self.halt_b, z, self.halt_w).squeeze(1)
-                h = torch.sigmoid(self.alpha * logit - channel)  # Eq. 21
-            assert grid is not None
-            gidx = grid.index_select(0, img_idx).reshape(-1).index_select(0, act)  # global flat rows
-            x_new = x.reshape(b * t, e).index_put((gidx,), z).reshape(b, t, e)
-            h_full = torch.zeros(b * t, dtype=x.dtype, device=x.device).index_put((gidx,), h).reshape(b, t)
-            forced = torch.ones((), dtype=torch.bool, device=x.device) if last else (depth <= layer + 1)
-            step = halting_step(h_full, p, hc, forced, self.threshold)
-            state = {"x": x_new, "p": step.active, "hc": step.cumulative,
-                     "zout": state["zout"] + step.weight[..., None] * x_new}
+                logit = torch.addmm(self.halt_b, z, self.halt_w)  # [n, 1]
+                if self.alpha != 1.0:
+                    logit = self.alpha * logit
+                h = zeros.index_put((gidx,), torch.sigmoid(logit - channel))  # Eq. 21; 0 where inactive
+                # halting_step (Eq. 22-25, ACT reading) in closed form: a token goes on iff h̃ < T and not capped
+                hn = hc + h
+                p_new = p & (hn < limit[layer : layer + 1])
+                weight = torch.where(p ^ p_new, 1.0 - hc, h)
+            state = {"x": x_new, "p": p_new, "hc": hn, "zout": zout + weight * x_new}  # Eq. 26
         return state
 
-    def finish(self, state: dict[str, Tensor]) -> Tensor:
-        return self.norm(state["zout"] if self.depth_enabled else state["x"])
-
-
+    def finish(self, state: dict[str, Tensor], b: int, tokens: int) -> Tensor:
+        if not self.depth_enabled:
+            return self.norm(state["x"])
+        return self.norm(state["zout"].reshape(b, tokens, -1))
 def _scalar(value: Tensor | float | int | None, name: str, default: float | int, dtype: torch.dtype) -> Tensor:
     if value is None:
         return torch.tensor(default, dtype=dtype)
@@ -300,9 +353,10 @@ class InferenceEncoder(nn.Module):
     """Device graph: ``(image, budget?, depth?, width?, snr_db?, ratio?) -> (symbols, token_index, layer_tokens,
     width_units)``. Controls the preset lacks are ``None`` (and are not graph inputs)."""
 
-    def __init__(self, encoder) -> None:  # encoder: codec.SemanticEncoder
+    def __init__(self, encoder, width_chunks: int = DEFAULT_WIDTH_CHUNKS) -> None:  # encoder: codec.SemanticEncoder
         super().__init__()
         cfg: ModelConfig = encoder.cfg
+        self.width_chunks = _check_chunks(width_chunks)
         self.cfg = cfg
         self.control_names = control_names(cfg, "encoder")
         self.num_patches = cfg.num_patches
@@ -310,7 +364,7 @@ class InferenceEncoder(nn.Module):
         self.embed = copy.deepcopy(encoder.embed).requires_grad_(False)
         self.cls_token = None if encoder.cls_token is None else _param(encoder.cls_token)
         self.tokens = None if encoder.tokens is None else copy.deepcopy(encoder.tokens).requires_grad_(False)
-        self.side = _InfSide(encoder.side)
+        self.side = _InfSide(encoder.side, self.width_chunks)
         self.coder = copy.deepcopy(encoder.coder).requires_grad_(False)
         self.symbols = tuple(cfg.coder.symbols)
         self.register_buffer("symbol_table", torch.tensor(self.symbols, dtype=torch.int64), persistent=False)
@@ -337,25 +391,28 @@ class InferenceEncoder(nn.Module):
             parts.append(self.tokens.budget_token(budget_t).reshape(1, 1, -1).expand(b, -1, -1))
         x = torch.cat(parts, dim=1)
         t_all = x.shape[1]
-        keep = self.side.keep(width_t, noise_var)
+        gating, executed = self.side.plan(self.side.keep(width_t, noise_var))
         counts: list[Tensor] = []
-        flags: dict = {}
         state = self.side.start(x)
         index = None
-        start = 0
+        start, tokens = 0, t_all
         if self.tokens is not None:
             sel_at = self.tokens.select_at
-            state = self.side.run(state, 0, sel_at, keep, depth_t, noise_var, counts, flags)
+            state = self.side.run(state, tokens, 0, sel_at, gating, depth_t, noise_var, counts)
+            state = {name: v.reshape(b, tokens, -1) for name, v in state.items()}
             xs = state["x"]
             score = self.tokens.selection_score(xs[:, :m], xs[:, t_all - 1])  # [B, M]
             k = budget_keep(budget_t, m).item()
             torch._check(k >= 1)
             torch._check(k <= m)
             index = torch.sort(torch.topk(score, k, dim=1).indices, dim=1).values  # [B, k]
+            tokens = k + t_all - m
             state = {name: _take_tokens(v, index, m) for name, v in state.items()}
+            if self.side.depth_enabled:
+                state = {name: v.reshape(b * tokens, v.shape[-1]) for name, v in state.items()}
             start = sel_at
-        state = self.side.run(state, start, self.side.layers, keep, depth_t, noise_var, counts, flags)
-        z = self.side.finish(state)
+        state = self.side.run(state, tokens, start, self.side.layers, gating, depth_t, noise_var, counts)
+        z = self.side.finish(state, b, tokens)
         kp = m if index is None else index.shape[1]
         tx = z[:, :kp]
         if index is None:
@@ -365,21 +422,18 @@ class InferenceEncoder(nn.Module):
             index = torch.cat([torch.full((b, 1), m, dtype=torch.int64, device=image.device), index], dim=1)
         symbols = normalize_power(self._code(tx, ratio_t))
         layer_tokens = torch.stack(counts, dim=1)
-        return symbols, index, layer_tokens, self.side.width_units(keep, layer_tokens)
+        return symbols, index, layer_tokens, self.side.width_units(executed, layer_tokens)
 
     def _code(self, tx: Tensor, ratio: Tensor) -> Tensor:
         b, kk, e = tx.shape
         if len(self.symbols) == 1:
             return self.coder(tx, 0)
-        rows = b * kk
-        flat = tx.reshape(rows, e)
+        flat = tx.reshape(b * kk, e)[None]
         smax = max(self.symbols)
-        out = None
-        for r, s in enumerate(self.symbols):
-            xs = flat[: _gated(rows, ratio == r)]
-            y = F.pad(self.coder.levels[r](xs), (0, 2 * (smax - s)))
-            y = _pad_rows(y, rows)
-            out = y if out is None else out + y
+        # row gating over a leading axis of size [ratio == r]: only the selected level's coder runs
+        pieces = [F.pad(self.coder.levels[r](flat[:g]), (0, 2 * (smax - s)))
+                  for r, (g, s) in enumerate(zip(_level_gates(ratio, len(self.symbols)), self.symbols))]
+        out = torch.cat(pieces, dim=0).sum(dim=0)  # [B·K, 2·S_max], the one selected level
         s_sel = self.symbol_table[ratio].item()
         torch._check(s_sel >= 1)
         torch._check(s_sel <= smax)
@@ -414,9 +468,10 @@ class InferenceDecoder(nn.Module):
     """Server graph: ``(symbols, token_index, depth?, width?, snr_db?, ratio?) -> (image | logits, layer_tokens,
     width_units)``. Missing (erased or unselected) patches are filled with the learned mask token."""
 
-    def __init__(self, decoder) -> None:  # decoder: codec.SemanticDecoder
+    def __init__(self, decoder, width_chunks: int = DEFAULT_WIDTH_CHUNKS) -> None:  # decoder: codec.SemanticDecoder
         super().__init__()
         cfg: ModelConfig = decoder.cfg
+        self.width_chunks = _check_chunks(width_chunks)
         self.cfg = cfg
         self.control_names = control_names(cfg, "decoder")
         self.num_patches = cfg.num_patches
@@ -424,7 +479,7 @@ class InferenceDecoder(nn.Module):
         self.coder = copy.deepcopy(decoder.coder).requires_grad_(False)
         self.symbols = tuple(cfg.coder.symbols)
         self.register_buffer("symbol_table", torch.tensor(self.symbols, dtype=torch.int64), persistent=False)
-        self.side = _InfSide(decoder.side)
+        self.side = _InfSide(decoder.side, self.width_chunks)
         self.mask_token = None if decoder.mask_token is None else _param(decoder.mask_token)
         self.pos = None if decoder.pos is None else _param(decoder.pos)
         self.head = copy.deepcopy(decoder.head).requires_grad_(False)
@@ -448,31 +503,28 @@ class InferenceDecoder(nn.Module):
             x = torch.scatter(canvas, 1, token_index[..., None].expand(-1, -1, z.shape[-1]), z) + self.pos
         else:
             x = z
-        keep = self.side.keep(width_t, noise_var)
+        gating, executed = self.side.plan(self.side.keep(width_t, noise_var))
         counts: list[Tensor] = []
-        state = self.side.run(self.side.start(x), 0, self.side.layers, keep, depth_t, noise_var, counts)
-        out = self.side.finish(state)
+        t = x.shape[1]
+        state = self.side.run(self.side.start(x), t, 0, self.side.layers, gating, depth_t, noise_var, counts)
+        out = self.side.finish(state, b, t)
         if self.task == "reconstruction":
             y = self.head(out)
         else:
             sel = (token_index == m).to(out.dtype)
             y = self.head((out * sel[..., None]).sum(dim=1))
         layer_tokens = torch.stack(counts, dim=1)
-        return y, layer_tokens, self.side.width_units(keep, layer_tokens)
+        return y, layer_tokens, self.side.width_units(executed, layer_tokens)
 
     def _decode(self, symbols: Tensor, ratio: Tensor) -> Tensor:
         b, kk, s, _ = symbols.shape
         if len(self.symbols) == 1:
             return self.coder(symbols, 0)
-        rows = b * kk
         smax = max(self.symbols)
-        flat = F.pad(symbols.reshape(rows, 2 * s), (0, 2 * smax - 2 * s))
-        out = None
-        for r, sr in enumerate(self.symbols):
-            xs = flat[: _gated(rows, ratio == r), : 2 * sr]
-            y = _pad_rows(self.coder.levels[r](xs), rows)
-            out = y if out is None else out + y
-        assert out is not None
+        flat = F.pad(symbols.reshape(b * kk, 2 * s), (0, 2 * smax - 2 * s))[None]
+        pieces = [self.coder.levels[r](flat[:g, :, : 2 * sr])
+                  for r, (g, sr) in enumerate(zip(_level_gates(ratio, len(self.symbols)), self.symbols))]
+        out = torch.cat(pieces, dim=0).sum(dim=0)  # [B·K, E], the one selected level
         return out.reshape(b, kk, out.shape[-1])  # explicit E: K may be 0 (all tokens lost)
 
     def _check(self, symbols: Tensor, token_index: Tensor, depth: Tensor, width: Tensor, ratio: Tensor) -> None:
