@@ -85,6 +85,9 @@ def test_manifest_follows_the_contract(exports, name):
     assert m["export"]["weights"]["ratio_to_parameters"] <= 1.05
     assert set(m["audit"]["encoder"]) == {"10.3", "10.0", "11.0"} and m["audit"]["ok"]
     assert m["engines"] == {}
+    for side in ("encoder", "decoder"):  # width chunking of the inference form (contract, Model API)
+        f = m["flops"][side]
+        assert f["width_chunks"] >= 1 and len(f["chunk"]) == 2
 
 
 def test_runtime_reads_the_manifest(exports):

@@ -8,7 +8,7 @@ What stays fp32 (TensorRT's strongly typed builds and ONNX Runtime execute exact
 - graph inputs and outputs (the runtime contract is fp32: docs/contract.md);
 - LayerNormalization, Softmax, reductions, Pow/Sqrt/Reciprocal/Exp/Log (numerically sensitive);
 - decision arithmetic: the backward slice of every decision sink — TopK scores (token selection, 001), the
-  comparisons/cumulative sums of halting (000 Eq. 20-29), Ceil/Floor/Round and casts to integers (k = ⌈α·M⌉,
+  comparisons of the cumulative halting scores with the threshold (000 Eq. 20-29; the slice covers the sums), Ceil/Floor/Round and casts to integers (k = ⌈α·M⌉,
   K(ξ) of Eq. 32), ``If`` conditions — down to and including the linear layer that produces the score;
 - the tail of every float graph output down to (excluding) its last linear layer — this covers power
   normalisation (unit average power of the transmitted symbols);
@@ -31,12 +31,14 @@ from edgesc.errors import ExportError
 KEEP_OPS = {
     "LayerNormalization", "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "Pow", "Sqrt", "Reciprocal",
-    "Exp", "Log", "CumSum", "TopK", "Ceil", "Floor", "Round", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+    "Exp", "Log", "TopK", "Ceil", "Floor", "Round", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
     "Equal", "ArgMax", "ArgMin", "NonZero", "Range", "CastLike", "RandomNormal", "RandomNormalLike", "RandomUniform",
     "RandomUniformLike", "Loop", "Scan", "GroupNormalization", "InstanceNormalization", "BatchNormalization",
 }
 HEAVY_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"}
-DECISION_SINKS = {"TopK", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal", "CumSum", "Ceil", "Floor",
+# CumSum is not a sink by itself: the inference form also uses it to add width-chunk outputs; the halting
+# cumulative sum is covered by the comparison with the threshold that reads it.
+DECISION_SINKS = {"TopK", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal", "Ceil", "Floor",
                   "Round", "ArgMax", "ArgMin", "NonZero"}
 FLEXIBLE_OPS = {"Constant", "ConstantOfShape"}  # float constants: fp16 when every reader is fp16
 _FLOAT, _HALF = TensorProto.FLOAT, TensorProto.FLOAT16

@@ -167,11 +167,25 @@ def _model_section(cfg: ModelConfig, model_id: str, model_hash: str) -> dict[str
             "decoder_layers": cfg.decoder.layers, "symbols_per_token": list(cfg.coder.symbols)}
 
 
-def _flops_section(cfg: ModelConfig) -> dict[str, Any]:
+def _width_info(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Width chunking of the inference forms (contract: recorded by the exporter): chunks and units per chunk."""
+    out: dict[str, dict[str, Any]] = {}
+    for side in ("encoder", "decoder"):
+        inf = getattr(model, side).inference()
+        chunks, chunk = getattr(inf, "width_chunks", None), getattr(getattr(inf, "side", None), "chunk", None)
+        if chunks is not None and chunk is not None:
+            out[side] = {"width_chunks": int(chunks), "chunk": [int(c) for c in chunk]}
+    return out
+
+
+def _flops_section(cfg: ModelConfig, width: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    width = width or {}
     return {"convention": "FLOPs = 2*MACs, matmul-class ops",
             "encoder": {"halting": cfg.depth.enabled, "tokens": cfg.tokens.enabled, "coder_hidden": cfg.coder.hidden,
-                        "specials": cfg.specials, "select_at": cfg.tokens.select_at if cfg.tokens.enabled else 0},
-            "decoder": {"halting": cfg.depth.enabled, "coder_hidden": cfg.coder.hidden, "head": cfg.task}}
+                        "specials": cfg.specials, "select_at": cfg.tokens.select_at if cfg.tokens.enabled else 0,
+                        **width.get("encoder", {})},
+            "decoder": {"halting": cfg.depth.enabled, "coder_hidden": cfg.coder.hidden, "head": cfg.task,
+                        **width.get("decoder", {})}}
 
 
 def param_bytes(model: nn.Module) -> int:
@@ -323,7 +337,7 @@ def export_model(ckpt_or_model: str | Path | nn.Module, out_dir: str | Path, dyn
         "controls": {side: {n: specs[side][n] for n in dyn[side]} for side in ("encoder", "decoder")},
         "frozen": {side: {n: v for n, v in frozen.items() if n in control_names(cfg, side)}
                    for side in ("encoder", "decoder")},
-        "flops": _flops_section(cfg),
+        "flops": _flops_section(cfg, _width_info(model)),
         "export": {"dynamic": dynamic, "opset": opset, "precision": precision, "batch": batch,
                    "external_data": False, "versions": _versions(),
                    "weights": {"parameter_bytes_fp32": pbytes, "graph_weight_bytes": wbytes,
