@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", choices=("budget", "subset", "full"), default="subset",
                     help="settings measured (each needs one static export; 'full' = every level)")
     ap.add_argument("--cache", type=Path, default=None,
-                    help="keep exported graphs here and reuse them (keyed by preset, seed and setting)")
+                    help="keep exported graphs here and reuse them (keyed by preset, seed and setting only: "
+                         "empty it after any change to edgesc/models or edgesc/export)")
     ap.add_argument("--out", type=Path, default=RESULTS / "export_bench.json")
     args = ap.parse_args(argv)
     if args.quick:
