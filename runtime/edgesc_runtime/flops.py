@@ -12,6 +12,13 @@ to T tokens of which n are active (updated), with h heads and g MLP groups kept,
 This refines paper 000's Table I per-layer count 4ME^2 + 2M^2E + 2MED (all tokens active, full width) to the
 tokens, heads and MLP groups that actually ran; with T = n = M, h = H, g = G and no halting term the layer
 formula reduces to exactly Table I: 3ME^2 + 2M^2E + ME^2 + 2MED.
+
+Evaluation (per call, on the sessions' path): once K, S and ``width_units`` are fixed, T and (h, g) are fixed
+per layer, so layer(T, n, h, g) = [n > 0] * on_l + n * slope_l with on_l = 3*T*E*hd + 2*T*T*hd and slope_l =
+hd*E + 2*E*gd (+ E for halting). These per-layer constants (and the K/S-dependent fixed part) are cached per
+(K, S, width_units), and a batch costs a few exact integer operations per image and layer (Python integers for
+small batches, two int64 mat-vec products for large ones). ``tests/test_runtime_fastpath.py`` checks every path
+against the per-layer :func:`layer_macs` loop.
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _ENC_KEYS = ("halting", "tokens", "coder_hidden", "specials", "select_at")
 _DEC_KEYS = ("halting", "coder_hidden", "head")
+_CACHE_SIZE = 1024  # (role, K, S, width_units) entries of FlopModel's per-call constants; cleared when full
+_PYTHON_MAX = 256   # layer_tokens entries up to which the per-call sum runs in Python integers
 
 
 def layer_macs(T: Any, n: Any, h: int, g: int, embed_dim: int, heads: int, mlp_dim: int, mlp_groups: int,
@@ -118,60 +127,129 @@ class FlopModel:
         h, e = self.dec_coder_hidden, self.embed_dim
         return 2 * S * e if h == 0 else 2 * S * h + h * h + h * e
 
-    def _layers(self, T: np.ndarray, layer_tokens: np.ndarray, width_units: np.ndarray, halting: bool) -> np.ndarray:
-        L = layer_tokens.shape[1]
-        total = np.zeros(layer_tokens.shape[0], dtype=np.int64)
-        for layer in range(L):
-            t = T[:, layer] if T.ndim == 2 else T
-            h, g = (int(v) for v in width_units[layer])
+    def __post_init__(self) -> None:
+        # Per-call constants keyed by (role, K, S, width_units bytes), see _terms (not a dataclass field:
+        # equality and hashing of the model ignore it).
+        object.__setattr__(self, "_cache", {})
+
+    def _width(self, width_units: np.ndarray) -> tuple[list[int], list[int]]:
+        """Per layer: kept head dims h*dh and kept MLP dims g*dg; InputError for a (h, g) outside the model."""
+        dh, dg = self.embed_dim // self.heads, self.mlp_dim // self.mlp_groups
+        hd, gd = [], []
+        for layer, (h, g) in enumerate(width_units.tolist()):
             if not (0 <= h <= self.heads and 0 <= g <= self.mlp_groups):
                 raise InputError(f"width_units[{layer}] = ({h}, {g}) outside [0, {self.heads}] x [0, {self.mlp_groups}]")
-            total += layer_macs(t, layer_tokens[:, layer], h, g, self.embed_dim, self.heads, self.mlp_dim,
-                                self.mlp_groups, halting and layer < L - 1)
-        return total
+            hd.append(h * dh)
+            gd.append(g * dg)
+        return hd, gd
 
-    @staticmethod
-    def _stats(K: Any, layer_tokens: Any, width_units: Any, layers: int, role: str) -> tuple[np.ndarray, ...]:
+    def _slope(self, hd: list[int], gd: list[int], halting: bool) -> list[int]:
+        """Per layer, the MACs per active token: output projection + MLP (+ stop score, not on the last layer)."""
+        E, L = self.embed_dim, len(hd)
+        return [hd[l] * E + 2 * E * gd[l] + (E if halting and l < L - 1 else 0) for l in range(L)]
+
+    def _tokens_present(self, role: str, k: int) -> list[int]:
+        """T per layer for a scalar K: encoder M + specials before ``select_at`` and K - cls + specials after;
+        decoder M (reconstruction: mask tokens fill the gaps) or K (classification)."""
+        if role == "encoder":
+            before, after = self.num_patches + self.enc_specials, k - int(self.class_token) + self.enc_specials
+            return [before if layer < self.enc_select_at else after for layer in range(self.encoder_layers)]
+        t = self.num_patches if self.dec_head == "reconstruction" else k
+        return [t] * self.decoder_layers
+
+    def _fixed(self, role: str, k: Any, S: int) -> Any:
+        """MACs that do not depend on layer_tokens: patch embedding + gates + channel encoder (encoder);
+        channel decoder + head (decoder). ``k`` may be an int or an int64 array [B]."""
+        M, E, cpp = self.num_patches, self.embed_dim, self.channels * self.patch_size ** 2
+        if role == "encoder":
+            return M * cpp * E + ((M + 1) * E if self.enc_tokens else 0) + k * self.coder_enc_macs(S)
+        head = M * E * cpp if self.dec_head == "reconstruction" else E * self.num_classes
+        return k * self.coder_dec_macs(S) + head
+
+    def _terms(self, role: str, k: int, S: int, wu: np.ndarray) -> tuple[int, list[int], list[int], np.ndarray]:
+        """For a scalar K: (fixed MACs, per-layer MACs of a layer that runs at all, per-layer MACs per active
+        token, the two per-layer lists stacked as int64 [2, L]); layer(T, n, h, g) = [n > 0] * (3*T*E*hd +
+        2*T*T*hd) + n * slope (module docstring). Cached per (role, K, S, width_units)."""
+        key = (role, k, S, wu.tobytes())
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        hd, gd = self._width(wu)
+        E = self.embed_dim
+        T = self._tokens_present(role, k)
+        on = [3 * t * E * h + 2 * t * t * h for t, h in zip(T, hd)]
+        slope = self._slope(hd, gd, self.enc_halting if role == "encoder" else self.dec_halting)
+        terms = (int(self._fixed(role, k, S)), on, slope, np.array([on, slope], dtype=np.int64).reshape(2, -1))
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = terms
+        return terms
+
+    def _per_call(self, role: str, k: int, S: int, lt: np.ndarray, wu: np.ndarray) -> np.ndarray:
+        """Executed FLOPs per image, int64 [B], for one K shared by the batch. The callers (the public methods
+        and the sessions) have checked that ``lt`` is int64 [B, L] and ``wu`` int64 [L, 2]. InputError for
+        negative token counts or an (h, g) outside the model."""
+        hit = self._cache.get((role, k, S, wu.tobytes()))
+        if hit is None:
+            if lt.size and lt.min() < 0:  # this error before the width check, as the public methods order them
+                raise InputError(f"{role} layer_tokens must be >= 0")
+            hit = self._terms(role, k, S, wu)
+        fixed, on, slope, per_layer = hit
+        if lt.size > _PYTHON_MAX:
+            if lt.min() < 0:
+                raise InputError(f"{role} layer_tokens must be >= 0")
+            return 2 * (fixed + (lt > 0) @ per_layer[0] + lt @ per_layer[1])
+        # Small batches (the usual per-call case) in exact Python integers: the few numpy calls of the
+        # vectorised form cost more than this arithmetic right after a graph run has evicted numpy's code and
+        # data from the CPU caches (measured: docs/methods.md, "Runtime per-call overhead").
+        out = []
+        for row in lt.tolist():
+            macs = fixed
+            for n, a, c in zip(row, on, slope):
+                if n > 0:
+                    macs += a + n * c
+                elif n < 0:
+                    raise InputError(f"{role} layer_tokens must be >= 0")
+            out.append(2 * macs)
+        return np.array(out, dtype=np.int64)
+
+    def _executed(self, role: str, K: Any, S: int, layer_tokens: Any, width_units: Any) -> np.ndarray:
+        layers = self.encoder_layers if role == "encoder" else self.decoder_layers
         lt = np.asarray(layer_tokens, dtype=np.int64)
         wu = np.asarray(width_units, dtype=np.int64)
         if lt.ndim != 2 or lt.shape[1] != layers:
             raise InputError(f"{role} layer_tokens must have shape [B, {layers}], got {list(lt.shape)}")
         if wu.shape != (layers, 2):
             raise InputError(f"{role} width_units must have shape [{layers}, 2], got {list(wu.shape)}")
-        if (lt < 0).any():
+        if isinstance(K, (int, np.integer)) and not isinstance(K, (bool, np.bool_)):
+            return self._per_call(role, int(K), int(S), lt, wu)
+        if lt.size and lt.min() < 0:
             raise InputError(f"{role} layer_tokens must be >= 0")
+        S = int(S)
+        # per-image K ([B], a ragged batch): the same formula with T [B, L]
         k = np.broadcast_to(np.asarray(K, dtype=np.int64), (lt.shape[0],)).copy()
-        return k, lt, wu
+        hd, gd = self._width(wu)
+        halting = self.enc_halting if role == "encoder" else self.dec_halting
+        hd_a = np.asarray(hd, dtype=np.int64)
+        if role == "encoder":
+            before, after = self.num_patches + self.enc_specials, k - int(self.class_token) + self.enc_specials
+            T = np.stack([np.full_like(k, before) if layer < self.enc_select_at else after
+                          for layer in range(layers)], 1)
+        else:
+            T = np.repeat((np.full_like(k, self.num_patches) if self.dec_head == "reconstruction" else k)[:, None],
+                          layers, 1)
+        on = 3 * T * self.embed_dim * hd_a + 2 * T * T * hd_a
+        per_layer = (lt > 0) * on + lt * np.asarray(self._slope(hd, gd, halting), dtype=np.int64)
+        return 2 * (self._fixed(role, k, S) + per_layer.sum(axis=1))
 
     # --- totals -------------------------------------------------------------------------------------------
     def encoder_flops(self, K: Any, S: int, layer_tokens: Any, width_units: Any) -> np.ndarray:
         """Executed encoder FLOPs per image, int64 [B]. ``K``: transmitted tokens (scalar or [B])."""
-        k, lt, wu = self._stats(K, layer_tokens, width_units, self.encoder_layers, "encoder")
-        M, E, cpp = self.num_patches, self.embed_dim, self.channels * self.patch_size ** 2
-        macs = np.full(lt.shape[0], M * cpp * E, dtype=np.int64)              # patch embedding
-        if self.enc_tokens:
-            macs += (M + 1) * E                                                 # gate f_l on M patches + f_h
-        kept = k - int(self.class_token)                                        # patch tokens kept
-        before = np.full_like(k, M + self.enc_specials)
-        after = kept + self.enc_specials
-        T = np.stack([before if layer < self.enc_select_at else after for layer in range(self.encoder_layers)], 1)
-        macs += self._layers(T, lt, wu, self.enc_halting)
-        macs += k * self.coder_enc_macs(S)
-        return 2 * macs
+        return self._executed("encoder", K, S, layer_tokens, width_units)
 
     def decoder_flops(self, K: Any, S: int, layer_tokens: Any, width_units: Any) -> np.ndarray:
         """Executed decoder FLOPs per image, int64 [B]. ``K``: received tokens (scalar or [B])."""
-        k, lt, wu = self._stats(K, layer_tokens, width_units, self.decoder_layers, "decoder")
-        M, E, cpp = self.num_patches, self.embed_dim, self.channels * self.patch_size ** 2
-        macs = k * self.coder_dec_macs(S)
-        if self.dec_head == "reconstruction":
-            T = np.full_like(k, M)                                              # mask tokens fill the gaps
-            head = M * E * cpp
-        else:
-            T = k
-            head = E * self.num_classes
-        macs = macs + self._layers(T, lt, wu, self.dec_halting) + head
-        return 2 * macs
+        return self._executed("decoder", K, S, layer_tokens, width_units)
 
 
 def encoder_flops(manifest: "Manifest", K: Any, S: int, layer_tokens: Any, width_units: Any) -> np.ndarray:

@@ -15,6 +15,7 @@ accepts and ignores it (the SNR belongs to the link, not to the model).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,16 @@ from .manifest import (CONTROL_DTYPES, GRAPH_DATA_INPUTS, ROLE_CONTROLS, Manifes
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 _OUTPUTS = {"encoder": ("symbols", "token_index", "layer_tokens", "width_units"),
             "decoder": ("layer_tokens", "width_units")}
+_F32, _I64, _U32 = np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.uint32)
+# dtype tests on the per-call path are ``dtype in _F32S`` / ``in _I64S``: identity first (ONNX Runtime returns
+# int64 outputs with numpy's long-long descriptor, a distinct object equal to int64), equality as the fallback.
+_F32S, _I64S = (_F32,), (np.dtype(np.longlong), _I64)
+#: float32 bit patterns, read as uint32, of the values in [0, 1] are exactly 0 ... 0x3F800000 (1.0): negative
+#: numbers (sign bit), NaN and inf all read larger.
+_ONE_BITS = 0x3F800000
+#: Resolved control settings kept per session (a caller sweeping a continuous control, e.g. a measured SNR,
+#: would otherwise grow the cache without bound): cleared when full.
+_CONTROL_CACHE_SIZE = 512
 
 
 @dataclass
@@ -131,6 +142,14 @@ class _Session:
         self.flop_model = FlopModel.from_manifest(self.manifest)
         self.control_names = tuple(n for n in ROLE_CONTROLS[self.role] if n in self.manifest.controls[self.role])
         self._check_graph()
+        # Per-call constants, built once (the per-call path only compares against them).
+        m = self.model
+        self._L = self.layers
+        self._image_shape = (m.channels, m.image_size, m.image_size)
+        self._controls: dict[tuple, tuple[dict[str, np.ndarray], dict[str, Any], int]] = {}
+        self._max_tokens = m.max_tokens
+        self._head = self._head_name()
+        self._head_shape = self._image_shape if self._head == "image" else (m.num_classes,)
 
     @property
     def model(self):
@@ -198,16 +217,38 @@ class _Session:
 
     def resolve_controls(self, given: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Validate controls; return (graph feeds as rank-0 arrays, effective values of every control)."""
+        feeds, effective, _S = self._resolve(tuple(given.get(name) for name in ROLE_CONTROLS[self.role]))
+        return dict(feeds), dict(effective)
+
+    def _resolve(self, values: tuple) -> tuple[dict[str, np.ndarray], dict[str, Any], int]:
+        """(feeds, effective controls, S) for control values in ROLE_CONTROLS order. A setting that validated
+        once is cached, keyed by each value's type and value (so True is not taken for 1, nor 1 for 1.0), and
+        returned without re-validation; the rank-0 feed arrays are shared and read-only, callers copy the
+        dicts. Values that fail, or cannot be hashed (arrays), are validated on every call."""
+        key = (*map(type, values), *values)
+        try:
+            hit = self._controls.get(key)
+        except TypeError:  # an unhashable value (e.g. an ndarray): validate without caching
+            return self._validate_controls(values)
+        if hit is None:
+            hit = self._validate_controls(values)
+            if len(self._controls) >= _CONTROL_CACHE_SIZE:
+                self._controls.clear()
+            self._controls[key] = hit
+        return hit
+
+    def _validate_controls(self, values: tuple) -> tuple[dict[str, np.ndarray], dict[str, Any], int]:
         specs, frozen = self.manifest.controls[self.role], self.manifest.frozen[self.role]
         feeds: dict[str, np.ndarray] = {}
         effective: dict[str, Any] = {}
-        for name in ROLE_CONTROLS[self.role]:
-            value = given.get(name)
+        for name, value in zip(ROLE_CONTROLS[self.role], values):
             dtype = CONTROL_DTYPES[name]
             if name in specs:
                 spec = specs[name]
                 v = spec.validate(spec.default if value is None else value)
-                feeds[name] = np.asarray(v, dtype=dtype)
+                feed = np.asarray(v, dtype=dtype)
+                feed.flags.writeable = False
+                feeds[name] = feed
                 effective[name] = v
                 continue
             fixed = frozen.get(name, self.implicit(name))
@@ -220,9 +261,8 @@ class _Session:
                     how = "frozen at" if name in frozen else "fixed (no such control in this model) at"
                     raise ControlError(f"{self.role} control {name} is {how} {fixed!r}; got {v!r}")
             effective[name] = fixed
-        if "ratio" in effective and effective["ratio"] is not None:
-            self.manifest.symbols_for_ratio(int(effective["ratio"]))
-        return feeds, effective
+        S = self.manifest.symbols_for_ratio(int(effective["ratio"]))
+        return feeds, effective, S
 
     def _expect(self, name: str, arr: np.ndarray, shape: Sequence[int | None], dtype: str) -> np.ndarray:
         shape_ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
@@ -243,45 +283,69 @@ class Encoder(_Session):
 
     def validate_images(self, images: Any) -> np.ndarray:
         """Float images in [0, 1], shape [B, C, H, W] or one [C, H, W] -> contiguous float32 [B, C, H, W]."""
-        m = self.model
+        if type(images) is np.ndarray and images.dtype in _F32S:
+            # The usual call, a contiguous float32 batch, accepted with the fewest numpy calls: each costs
+            # microseconds on the CPU caches a graph run leaves behind. Anything else takes the full path below.
+            shape = images.shape
+            if shape[1:] == self._image_shape and shape[0] and images.flags.c_contiguous:
+                bits = images.view(_U32)
+                if bits.item(bits.argmax()) <= _ONE_BITS:
+                    return images
         x = images if isinstance(images, np.ndarray) else _as_array(images, "images")
         if x.dtype.kind != "f":
             raise InputError(f"images must be floating point in [0, 1], got dtype {x.dtype}"
                              + (" (divide uint8 images by 255)" if x.dtype == np.uint8 else ""))
         if x.ndim == 3:
             x = x[None]
-        want = (m.channels, m.image_size, m.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+        if x.ndim != 4 or x.shape[1:] != self._image_shape:
+            want = self._image_shape
             raise InputError(f"images must have shape [B, {want[0]}, {want[1]}, {want[2]}] (NCHW) or "
                              f"[{want[0]}, {want[1]}, {want[2]}], got {list(np.shape(images))}")
         if x.shape[0] == 0:
             raise InputError("images: empty batch")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            raise InputError("images contain NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            raise InputError(f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+        # float32 bit patterns read as uint32: one pass (argmax, a lighter code path than a ufunc reduction)
+        # accepts a batch in [0, 1]; one it rejects (values outside [0, 1], NaN, inf, or a -0.0, which lies in
+        # range) gets the exact float checks that name the problem.
+        bits = x.view(_U32)
+        if bits.item(bits.argmax()) > _ONE_BITS:
+            lo, hi = np.minimum.reduce(x, axis=None), np.maximum.reduce(x, axis=None)
+            if not (lo >= 0.0 and hi <= 1.0):
+                if not np.isfinite(x).all():
+                    raise InputError("images contain NaN or infinite values")
+                raise InputError(f"image values must lie in [0, 1], got [{float(lo):.4g}, {float(hi):.4g}]")
         return x
 
     def encode(self, images: Any, budget: float | None = None, depth: int | None = None,
                width: float | None = None, snr_db: float | None = None, ratio: int | None = None) -> EncodeResult:
         """Encode a batch; None controls take the manifest default (or their frozen/implicit value)."""
         x = self.validate_images(images)
-        feeds, eff = self.resolve_controls(dict(budget=budget, depth=depth, width=width, snr_db=snr_db, ratio=ratio))
+        try:  # the control cache of _resolve, looked up inline (the common call costs one dict lookup)
+            hit = self._controls.get((type(budget), type(depth), type(width), type(snr_db), type(ratio),
+                                      budget, depth, width, snr_db, ratio))
+        except TypeError:
+            hit = None
+        feeds, eff, S = hit or self._resolve((budget, depth, width, snr_db, ratio))
         out = self.backend.run({"image": x, **feeds})
-        B, L, m = x.shape[0], self.layers, self.model
-        S = self.manifest.symbols_for_ratio(int(eff["ratio"]))
-        sym = self._expect("symbols", np.asarray(out["symbols"]), (B, None, S, 2), "float32")
+        B, L = x.shape[0], self._L
+        sym, idx, lt, wu = out["symbols"], out["token_index"], out["layer_tokens"], out["width_units"]
+        # the contract's shapes and dtypes, compared inline; _expect builds the error message
+        if not (type(sym) is np.ndarray and sym.dtype in _F32S and sym.ndim == 4 and sym.shape[0] == B
+                and sym.shape[2] == S and sym.shape[3] == 2):
+            sym = self._expect("symbols", np.asarray(sym), (B, None, S, 2), "float32")
         K = sym.shape[1]
-        if K > m.max_tokens:
-            raise ModelMismatchError(f"encoder graph returned K={K} tokens, more than the model's {m.max_tokens}")
-        idx = self._expect("token_index", np.asarray(out["token_index"]), (B, K), "int64")
-        lt = self._expect("layer_tokens", np.asarray(out["layer_tokens"]), (B, L), "int64")
-        wu = self._expect("width_units", np.asarray(out["width_units"]), (L, 2), "int64")
-        flops = self.flop_model.encoder_flops(K, S, lt, wu)
+        if K > self._max_tokens:
+            raise ModelMismatchError(f"encoder graph returned K={K} tokens, more than the model's "
+                                     f"{self.model.max_tokens}")
+        if not (type(idx) is np.ndarray and idx.dtype in _I64S and idx.shape == (B, K)):
+            idx = self._expect("token_index", np.asarray(idx), (B, K), "int64")
+        if not (type(lt) is np.ndarray and lt.dtype in _I64S and lt.shape == (B, L)):
+            lt = self._expect("layer_tokens", np.asarray(lt), (B, L), "int64")
+        if not (type(wu) is np.ndarray and wu.dtype in _I64S and wu.shape == (L, 2)):
+            wu = self._expect("width_units", np.asarray(wu), (L, 2), "int64")
+        flops = self.flop_model._per_call("encoder", K, S, lt, wu)
         return EncodeResult(symbols=sym, token_index=idx, layer_tokens=lt, width_units=wu, flops=flops,
-                            controls=eff)
+                            controls=dict(eff))
 
 
 class Decoder(_Session):
@@ -312,17 +376,24 @@ class Decoder(_Session):
             raise InputError(f"token_index must be an integer array, got dtype {idx.dtype}")
         if idx.shape != (B, K):
             raise InputError(f"token_index must have shape [{B}, {K}] to match symbols, got {list(idx.shape)}")
-        sym = np.ascontiguousarray(sym, dtype=np.float32)
-        if not np.isfinite(sym).all():
+        if type(sym) is not np.ndarray or sym.dtype not in _F32S or not sym.flags.c_contiguous:
+            sym = np.ascontiguousarray(sym, dtype=np.float32)
+        # a sum is finite iff every term is, unless finite terms overflow it: only then (or for a bad batch)
+        # the element-wise pass runs, to decide and name the problem.
+        if sym.size and not math.isfinite(np.add.reduce(sym, axis=None)) and not np.isfinite(sym).all():
             raise InputError("symbols contain NaN or infinite values (or values beyond float32)")
-        hi = m.num_patches + (1 if m.class_token else 0)
-        if idx.size and (idx.min() < 0 or idx.max() >= hi):  # before the int64 cast: uint64 would wrap
-            raise InputError(f"token_index values must lie in [0, {hi}), got [{idx.min()}, {idx.max()}]")
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if idx.size:
+            hi = m.max_tokens
+            lo_i, hi_i = np.minimum.reduce(idx, axis=None), np.maximum.reduce(idx, axis=None)
+            if lo_i < 0 or hi_i >= hi:  # before the int64 cast: uint64 would wrap
+                raise InputError(f"token_index values must lie in [0, {hi}), got [{lo_i}, {hi_i}]")
+        if type(idx) is not np.ndarray or idx.dtype not in _I64S or not idx.flags.c_contiguous:
+            idx = np.ascontiguousarray(idx, dtype=np.int64)
         if K > 1:
             srt = np.sort(idx, axis=1)
-            dup = np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]
-            if dup.size:
+            same = srt[:, 1:] == srt[:, :-1]
+            if same.any():
+                dup = np.nonzero(same.any(axis=1))[0]
                 raise InputError(f"token_index of image {int(dup[0])} has duplicate indices")
         return sym, idx
 
@@ -331,43 +402,47 @@ class Decoder(_Session):
         """Decode a batch. ``symbols``/``token_index``: arrays [B, K, S, 2] / [B, K], one image [K, S, 2] / [K],
         or equal-length lists of per-image arrays with different K (after erasures); lists run in groups of
         equal K and come back in input order."""
-        feeds, eff = self.resolve_controls(dict(depth=depth, width=width, snr_db=snr_db, ratio=ratio))
-        S = self.manifest.symbols_for_ratio(int(eff["ratio"]))
-        if isinstance(symbols, (list, tuple)):
-            if not isinstance(token_index, (list, tuple)) or len(token_index) != len(symbols):
-                raise InputError("ragged symbols need a list of token_index arrays of the same length")
-            if not symbols:
-                raise InputError("symbols: empty batch")
-            items = [self.validate_tokens(_as_array(s, f"symbols[{n}]")[None], _as_array(i, f"token_index[{n}]")[None], S)
-                     for n, (s, i) in enumerate(zip(symbols, token_index))]
-            groups: dict[int, list[int]] = {}
-            for n, (s, _) in enumerate(items):
-                groups.setdefault(s.shape[1], []).append(n)
-            batches = [(order, np.concatenate([items[n][0] for n in order]),
-                        np.concatenate([items[n][1] for n in order])) for order in groups.values()]
-        else:
+        feeds, eff, S = self._resolve((depth, width, snr_db, ratio))
+        if not isinstance(symbols, (list, tuple)):
             sym, idx = self.validate_tokens(symbols, token_index, S)
-            batches = [(list(range(sym.shape[0])), sym, idx)]
-        total = sum(len(order) for order, _, _ in batches)
+            out, lt, wu = self._run(sym, idx, feeds)
+            return DecodeResult(output=out, layer_tokens=lt, width_units=wu,
+                                flops=self.flop_model._per_call("decoder", sym.shape[1], S, lt, wu),
+                                controls=dict(eff))
+        if not isinstance(token_index, (list, tuple)) or len(token_index) != len(symbols):
+            raise InputError("ragged symbols need a list of token_index arrays of the same length")
+        if not symbols:
+            raise InputError("symbols: empty batch")
+        items = [self.validate_tokens(_as_array(s, f"symbols[{n}]")[None], _as_array(i, f"token_index[{n}]")[None], S)
+                 for n, (s, i) in enumerate(zip(symbols, token_index))]
+        groups: dict[int, list[int]] = {}
+        for n, (s, _) in enumerate(items):
+            groups.setdefault(s.shape[1], []).append(n)
+        batches = [(order, np.concatenate([items[n][0] for n in order]),
+                    np.concatenate([items[n][1] for n in order])) for order in groups.values()]
+        total = len(items)
         outputs: list[np.ndarray | None] = [None] * total
         lts: list[np.ndarray | None] = [None] * total
         flops = np.zeros(total, dtype=np.int64)
         width_units: np.ndarray | None = None
         for order, sym, idx in batches:
             out, lt, wu = self._run(sym, idx, feeds)
-            f = self.flop_model.decoder_flops(sym.shape[1], S, lt, wu)
+            f = self.flop_model._per_call("decoder", sym.shape[1], S, lt, wu)
             width_units = wu if width_units is None else width_units
             for j, n in enumerate(order):
                 outputs[n], lts[n], flops[n] = out[j], lt[j], f[j]
         return DecodeResult(output=np.stack(outputs), layer_tokens=np.stack(lts), width_units=width_units,
-                            flops=flops, controls=eff)
+                            flops=flops, controls=dict(eff))
 
     def _run(self, sym: np.ndarray, idx: np.ndarray, feeds: dict[str, np.ndarray]):
         out = self.backend.run({"symbols": sym, "token_index": idx, **feeds})
-        B, L, m = sym.shape[0], self.layers, self.model
-        head = self._head_name()
-        shape = (B, m.channels, m.image_size, m.image_size) if head == "image" else (B, m.num_classes)
-        y = self._expect(head, np.asarray(out[head]), shape, "float32")
-        lt = self._expect("layer_tokens", np.asarray(out["layer_tokens"]), (B, L), "int64")
-        wu = self._expect("width_units", np.asarray(out["width_units"]), (L, 2), "int64")
+        B, L = sym.shape[0], self._L
+        head = self._head
+        y, lt, wu = out[head], out["layer_tokens"], out["width_units"]
+        if not (type(y) is np.ndarray and y.dtype in _F32S and y.shape[1:] == self._head_shape and y.shape[0] == B):
+            y = self._expect(head, np.asarray(y), (B, *self._head_shape), "float32")
+        if not (type(lt) is np.ndarray and lt.dtype in _I64S and lt.shape == (B, L)):
+            lt = self._expect("layer_tokens", np.asarray(lt), (B, L), "int64")
+        if not (type(wu) is np.ndarray and wu.dtype in _I64S and wu.shape == (L, 2)):
+            wu = self._expect("width_units", np.asarray(wu), (L, 2), "int64")
         return y, lt, wu

@@ -58,6 +58,7 @@ class OnnxRuntimeBackend:
             raise ModelMismatchError(f"ONNX Runtime cannot load {self.path.name}: {msg[:300]}") from None
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
+        self._output_list = list(self.output_names)  # built once: run() passes it on every call
         self.input_types = {i.name: ORT_DTYPES.get(i.type, i.type) for i in self.session.get_inputs()}
         self.output_types = {o.name: ORT_DTYPES.get(o.type, o.type) for o in self.session.get_outputs()}
         self.input_shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
@@ -67,7 +68,7 @@ class OnnxRuntimeBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the session; returns every output keyed by name."""
         try:
-            outs = self.session.run(list(self.output_names), feeds)
+            outs = self.session.run(self._output_list, feeds)
         except Exception as exc:  # a graph that fails on inputs the runtime already validated
             if any(0 in np.shape(v) for v in feeds.values()):
                 # ONNX Runtime 1.32's graph optimisations (even BASIC) rewrite Reshape targets to use -1,
