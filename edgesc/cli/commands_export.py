@@ -46,12 +46,17 @@ def export_cmd(
     given = {"budget": budget, "depth": depth, "width": width, "snr_db": snr_db, "ratio": ratio}
     frozen = {k: v for k, v in given.items() if v is not None}
 
+    target_list = [t.strip() for t in targets.split(",") if t.strip()]
+    if targets.strip() and not target_list:
+        fail(f"--targets {targets!r} names no target (give a comma-separated list, or omit it for every target)")
+
     def body() -> None:
+        from edgesc.bench.inputs import check_output_dir
         from edgesc.export.onnx_export import export_model
 
+        check_output_dir(out, "--out")  # before the (slow) export: a file in the way is bad input, exit 2
         res = export_model(checkpoint, out, dynamic=dynamic, frozen_controls=frozen, opset=opset, precision=precision,
-                           batch=b, validate=not no_validate,
-                           targets=[t.strip() for t in targets.split(",") if t.strip()] or None)
+                           batch=b, validate=not no_validate, targets=target_list or None)
         _print_export(res)
         if not res.valid:
             fail(f"validation failed: see {res.manifest_path} (use --no-validate to export anyway)", code=1)
