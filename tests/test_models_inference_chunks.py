@@ -41,6 +41,7 @@ def test_chunked_inference_equals_training_form(chunks):
     cfg, model = _model()
     enc, dec = model.encoder.inference(width_chunks=chunks), model.decoder.inference(width_chunks=chunks)
     sh, sg = chunk_size(cfg.heads, chunks), chunk_size(cfg.mlp_groups, chunks)
+    assert enc.width_chunks == dec.width_chunks == chunks and enc.chunk_units == dec.chunk_units == (sh, sg)
     images = torch.rand(3, cfg.channels, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
     rounded_seen = False
     for budget, depth, width, snr in itertools.product([1.0, 0.4], [99, 2], [1.0, 0.55, 0.2], [0.0, 20.0]):

@@ -365,6 +365,7 @@ class InferenceEncoder(nn.Module):
         self.cls_token = None if encoder.cls_token is None else _param(encoder.cls_token)
         self.tokens = None if encoder.tokens is None else copy.deepcopy(encoder.tokens).requires_grad_(False)
         self.side = _InfSide(encoder.side, self.width_chunks)
+        self.chunk_units = self.side.chunk  # units per width chunk (heads, MLP groups): for the manifest
         self.coder = copy.deepcopy(encoder.coder).requires_grad_(False)
         self.symbols = tuple(cfg.coder.symbols)
         self.register_buffer("symbol_table", torch.tensor(self.symbols, dtype=torch.int64), persistent=False)
@@ -480,6 +481,7 @@ class InferenceDecoder(nn.Module):
         self.symbols = tuple(cfg.coder.symbols)
         self.register_buffer("symbol_table", torch.tensor(self.symbols, dtype=torch.int64), persistent=False)
         self.side = _InfSide(decoder.side, self.width_chunks)
+        self.chunk_units = self.side.chunk  # units per width chunk (heads, MLP groups): for the manifest
         self.mask_token = None if decoder.mask_token is None else _param(decoder.mask_token)
         self.pos = None if decoder.pos is None else _param(decoder.pos)
         self.head = copy.deepcopy(decoder.head).requires_grad_(False)
