@@ -28,7 +28,7 @@ def test_training_form_shapes_and_losses(name):
         expected |= {"ponder_enc", "ponder_dec"}
     if cfg.width.enabled:
         expected.add("width")
-    if cfg.tokens.enabled and cfg.tokens.penalty == "local":
+    if cfg.tokens.enabled and cfg.tokens.penalty == "local" and cfg.tokens.train_selection == "soft":  # top-k: exact budget, no penalty
         expected.add("tokens_output")
     assert expected <= set(out.losses)
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.losses.values())
