@@ -315,12 +315,16 @@ class _InfSide(nn.Module):
             p2 = p.reshape(-1, tokens)
             count = p2.sum(dim=1)
             counts.append(count)
-            img_idx = torch.nonzero(count > 0).reshape(-1)  # images with any active token
-            xb = x.reshape(-1, tokens, e).index_select(0, img_idx)
-            act = torch.nonzero(p2.index_select(0, img_idx).reshape(-1)).reshape(-1)  # local active rows
-            gidx = torch.nonzero(p.reshape(-1)).reshape(-1)  # the same rows, global (same order)
-            z = blk(xb, x.index_select(0, gidx), act, hg, gg)  # [n, E]
-            x_new = x.index_put((gidx,), z)
+            if layer == 0:  # every token is active at the first layer: no gathers, no scatters
+                z = blk(x.reshape(-1, tokens, e), x, None, hg, gg)
+                x_new = z
+            else:
+                img_idx = torch.nonzero(count > 0).reshape(-1)  # images with any active token
+                xb = x.reshape(-1, tokens, e).index_select(0, img_idx)
+                act = torch.nonzero(p2.index_select(0, img_idx).reshape(-1)).reshape(-1)  # local active rows
+                gidx = torch.nonzero(p.reshape(-1)).reshape(-1)  # the same rows, global (same order)
+                z = blk(xb, F.embedding(gidx, x), act, hg, gg)  # [n, E] (embedding: a Gather without a Reshape)
+                x_new = x.index_put((gidx,), z)
             if layer == self.layers - 1:  # Alg. 1 line 13: h = 1, every active token halts with its remainder
                 weight = torch.where(p, 1.0 - hc, 0.0)
                 p_new, hn = torch.zeros_like(p), hc
@@ -328,7 +332,9 @@ class _InfSide(nn.Module):
                 logit = torch.addmm(self.halt_b, z, self.halt_w)  # [n, 1]
                 if self.alpha != 1.0:
                     logit = self.alpha * logit
-                h = zeros.index_put((gidx,), torch.sigmoid(logit - channel))  # Eq. 21; 0 where inactive
+                h = torch.sigmoid(logit - channel)  # Eq. 21
+                if layer > 0:
+                    h = zeros.index_put((gidx,), h)  # 0 where inactive
                 # halting_step (Eq. 22-25, ACT reading) in closed form: a token goes on iff h̃ < T and not capped
                 hn = hc + h
                 p_new = p & (hn < limit[layer : layer + 1])
