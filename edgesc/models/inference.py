@@ -67,7 +67,11 @@ def control_names(cfg: ModelConfig, side: str) -> list[str]:
 
 
 def chunk_size(units: int, chunks: int) -> int:
-    """Units per width chunk: the smallest divisor ``s`` of ``units`` with ``units / s <= chunks``."""
+    """Units per width chunk: the smallest divisor ``s`` of ``units`` with ``units / s <= chunks``.
+
+    Chunks are equal so that attention can run batched over them. A prime unit count above ``chunks`` (e.g. 7 heads
+    with ``chunks = 4``) therefore gets ONE chunk: that component's compute no longer falls with ``width`` (its
+    units are only masked); pass ``width_chunks >= units`` for such presets (no shipped preset has one)."""
     return next(s for s in range(1, units + 1) if units % s == 0 and units // s <= chunks)
 
 
