@@ -2,6 +2,8 @@
 control that was swept (docs/bench.md explains every field)."""
 from __future__ import annotations
 
+from edgesc.plots import save_figure
+
 import json
 import math
 from pathlib import Path
@@ -191,8 +193,4 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     kind = "ESTIMATE (datasheet roofline)" if est else f"measured on {report['device']['name']}"
     fig.suptitle(f"{model_label(report['model'])}: latency and executed FLOPs vs control — {kind}", fontsize=10)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)

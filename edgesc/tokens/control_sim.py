@@ -15,6 +15,8 @@ SNR processes (``--snr``), all in dB, one draw per time slot (block fading: cons
 """
 from __future__ import annotations
 
+from edgesc.plots import save_figure
+
 import json
 import math
 from dataclasses import dataclass
@@ -269,11 +271,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     ax[2].set_ylabel("SNR (dB)")
     ax[2].set_xlabel("slot t")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 __all__ = ["SnrProcess", "parse_snr_spec", "parse_grid", "load_proxy", "simulate", "plot",

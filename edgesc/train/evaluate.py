@@ -21,6 +21,8 @@ heads and MLP groups — channel-adaptive retention K(ξ, σ²) switched off, wi
 """
 from __future__ import annotations
 
+from edgesc.plots import save_figure
+
 import json
 import math
 from pathlib import Path
@@ -352,11 +354,7 @@ def plot_results(result: dict[str, Any], path: str | Path) -> Path:
         title += f" baseline {result['baseline']}"
     fig.suptitle(title)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def mean_over_snr(result: dict[str, Any], key: str) -> float:
